@@ -1,0 +1,139 @@
+"""The ASGI application: FastAPI app factory wiring routers, middlewares and background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI
+from pydantic import Field
+
+from skybook import __version__
+from skybook.booking import handlers as booking_handlers
+from skybook.booking.api import router as booking_router
+from skybook.bootstrap import Container, bootstrap
+from skybook.inventory.api import router as inventory_router
+from skybook.platform.deps import current_principal
+from skybook.platform.http import (
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    error_responses,
+    install_error_handlers,
+)
+from skybook.platform.idempotency import IdempotencyMiddleware
+from skybook.platform.schemas import Output
+from skybook.search.api import router as search_router
+
+log = logging.getLogger("skybook")
+
+DESCRIPTION = """
+Skybook sells seats: search flights, hold seats, confirm passengers, pay, receive 13-digit
+e-tickets, choose seats and cancel.
+
+* Every error is `application/problem+json` with a stable `code`.
+* Every POST accepts an `Idempotency-Key` header: the same key and body replay the first
+  answer; the same key with another body is refused (422).
+* **Not yet access-controlled**: authentication, tenants and rate limits arrive in the next release.
+"""
+
+
+class Health(Output):
+    """Liveness or readiness."""
+
+    status: str = Field(description="ok or ready.", examples=["ok"])
+
+
+async def sweep_forever(container: Container) -> None:
+    """Release expired holds and unpaid orders on a timer."""
+    while True:
+        try:
+            await booking_handlers.expire_overdue(container)
+        except Exception:
+            log.exception("hold sweeper round failed")
+        await asyncio.sleep(container.settings.hold_sweep_interval_seconds)
+
+
+def create_app(container: Container | None = None) -> FastAPI:
+    """Build the app around a container (one is bootstrapped from the environment if not given)."""
+    container = container or bootstrap()
+    settings = container.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks: list[asyncio.Task[Any]] = []
+        if settings.run_workers:
+            tasks.append(asyncio.create_task(container.dispatcher.run(), name="dispatcher"))
+            tasks.append(asyncio.create_task(sweep_forever(container), name="sweeper"))
+        try:
+            yield
+        finally:
+            container.dispatcher.stop()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await container.engine.dispose()
+
+    app = FastAPI(
+        title="Skybook",
+        version=__version__,
+        summary="Open-source airline reservation platform.",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_tags=[
+            {"name": "Search", "description": "Find priced offers."},
+            {
+                "name": "Booking",
+                "description": "Holds, orders, payment, e-tickets, seats and cancellation.",
+            },
+            {"name": "Flights", "description": "Dated flights, fares, schedules and seat maps."},
+            {"name": "Network", "description": "Airports and aircraft types."},
+            {"name": "Operations", "description": "Health and readiness."},
+        ],
+    )
+    app.state.container = container
+    install_error_handlers(app)
+    principal = [Depends(current_principal)]
+    for router in (search_router, booking_router, inventory_router):
+        app.include_router(router, dependencies=principal)
+
+    @app.get(
+        "/health",
+        tags=["Operations"],
+        operation_id="health",
+        summary="Liveness",
+        response_model=Health,
+    )
+    async def health() -> Health:
+        """The process is up."""
+        return Health(status="ok")
+
+    @app.get(
+        "/ready",
+        tags=["Operations"],
+        operation_id="ready",
+        summary="Readiness",
+        response_model=Health,
+        responses=error_responses(503),
+    )
+    async def ready() -> Health:
+        """The process can reach its database."""
+        async with container.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return Health(status="ready")
+
+    # Outermost first: request id, then the body limit, then idempotency (which reads the body).
+    app.add_middleware(
+        IdempotencyMiddleware,
+        engine_factory=lambda: container.engine,
+        clock=container.clock,
+        write_lock=lambda: container.write_lock,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

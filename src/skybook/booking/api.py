@@ -1,0 +1,246 @@
+"""HTTP routes of the booking context: holds, orders, payment, seats, cancellation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from skybook.booking import handlers, queries
+from skybook.booking.commands import (
+    AssignSeats,
+    CancelOrder,
+    ConfirmOrder,
+    HoldSeats,
+    PayOrder,
+    ReleaseHold,
+    SeatRequest,
+    SegmentChoice,
+)
+from skybook.booking.model import PartySize, PassengerDetails, PassengerType
+from skybook.booking.schemas import (
+    HoldCreate,
+    OrderCreate,
+    OrderLookup,
+    OrderPage,
+    OrderRead,
+    PaymentCreate,
+    SeatAssignmentCreate,
+    SeatMapRead,
+    to_order_read,
+)
+from skybook.bootstrap import Container
+from skybook.payments import Card, luhn_valid
+from skybook.platform.deps import ContainerDep, ReadConn
+from skybook.platform.errors import InvalidRequest
+from skybook.platform.http import Paging, error_responses
+from skybook.platform.schemas import PageInfo
+
+router = APIRouter(prefix="/v1")
+OrderId = Annotated[uuid.UUID, Path(description="Order (or hold) id.")]
+WRITE_ERRORS = (400, 404, 409, 413, 415, 422, 503)
+
+
+async def _read(container: Container, order_id: uuid.UUID) -> OrderRead:
+    async with container.engine.connect() as conn:
+        return to_order_read(await queries.order_view(conn, order_id))
+
+
+@router.post(
+    "/holds",
+    tags=["Booking"],
+    operation_id="createHold",
+    summary="Hold seats",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderRead,
+    responses=error_responses(*WRITE_ERRORS),
+)
+async def create_hold(body: HoldCreate, container: ContainerDep, response: Response) -> OrderRead:
+    """Hold seats for a party on every segment at once, until the ticketing deadline (``expires_at``)."""
+    cmd = HoldSeats(
+        segments=tuple(SegmentChoice(s.flight_id, s.booking_class) for s in body.segments),
+        party=PartySize(body.passengers.adults, body.passengers.children, body.passengers.infants),
+    )
+    order_id = await handlers.hold_seats(cmd, container)
+    response.headers["Location"] = f"/v1/holds/{order_id}"
+    return await _read(container, order_id)
+
+
+@router.get(
+    "/holds/{order_id}",
+    tags=["Booking"],
+    operation_id="getHold",
+    summary="Get a hold",
+    response_model=OrderRead,
+    responses=error_responses(404, 422),
+)
+async def get_hold(order_id: OrderId, conn: ReadConn) -> OrderRead:
+    """A hold (the order in its ``held`` state, or whatever it became)."""
+    return to_order_read(await queries.order_view(conn, order_id))
+
+
+@router.post(
+    "/holds/{order_id}/release",
+    tags=["Booking"],
+    operation_id="releaseHold",
+    summary="Release a hold",
+    response_model=OrderRead,
+    responses=error_responses(*WRITE_ERRORS),
+)
+async def release_hold(order_id: OrderId, container: ContainerDep) -> OrderRead:
+    """Give the held seats back now instead of at expiry."""
+    await handlers.release_hold(ReleaseHold(order_id), container)
+    return await _read(container, order_id)
+
+
+@router.post(
+    "/orders",
+    tags=["Booking"],
+    operation_id="createOrder",
+    summary="Confirm a hold into an order",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderRead,
+    responses=error_responses(*WRITE_ERRORS),
+)
+async def create_order(body: OrderCreate, container: ContainerDep, response: Response) -> OrderRead:
+    """Name the passengers of a hold; the order gets its record locator and awaits payment."""
+    cmd = ConfirmOrder(
+        order_id=body.hold_id,
+        passengers=tuple(
+            PassengerDetails(PassengerType(p.type), p.given_name, p.family_name, p.date_of_birth)
+            for p in body.passengers
+        ),
+        contact_email=str(body.contact.email),
+        contact_phone=body.contact.phone,
+    )
+    await handlers.confirm_order(cmd, container)
+    response.headers["Location"] = f"/v1/orders/{body.hold_id}"
+    return await _read(container, body.hold_id)
+
+
+@router.get(
+    "/orders",
+    tags=["Booking"],
+    operation_id="listOrders",
+    summary="List orders",
+    response_model=OrderPage,
+    responses=error_responses(422),
+)
+async def list_orders(
+    conn: ReadConn,
+    paging: Annotated[Paging, Depends()],
+    order_status: Annotated[
+        Literal["held", "confirmed", "ticketed", "cancelled", "expired"] | None,
+        Query(alias="status", description="Only orders in this status."),
+    ] = None,
+    created_from: Annotated[dt.date | None, Query(description="Created on or after this UTC date.")] = None,
+    created_to: Annotated[dt.date | None, Query(description="Created on or before this UTC date.")] = None,
+    flight_id: Annotated[uuid.UUID | None, Query(description="Only orders on this flight.")] = None,
+) -> OrderPage:
+    """Orders, newest first."""
+    items, total = await queries.list_orders(
+        conn,
+        status=order_status,
+        created_from=created_from,
+        created_to=created_to,
+        flight_id=flight_id,
+        offset=paging.offset,
+        limit=paging.page_size,
+    )
+    return OrderPage(
+        items=[to_order_read(v) for v in items],
+        page_info=PageInfo(page=paging.page, page_size=paging.page_size, total=total),
+    )
+
+
+@router.get(
+    "/orders/{order_id}",
+    tags=["Booking"],
+    operation_id="getOrder",
+    summary="Get an order",
+    response_model=OrderRead,
+    responses=error_responses(404, 422),
+)
+async def get_order(order_id: OrderId, conn: ReadConn) -> OrderRead:
+    """One order with its segments, passengers, seats and e-tickets."""
+    return to_order_read(await queries.order_view(conn, order_id))
+
+
+@router.post(
+    "/orders/lookup",
+    tags=["Booking"],
+    operation_id="lookupOrder",
+    summary="Manage my booking",
+    response_model=OrderRead,
+    responses=error_responses(400, 404, 413, 415, 422),
+)
+async def lookup_order(body: OrderLookup, conn: ReadConn) -> OrderRead:
+    """Find a booking by record locator and a passenger's family name (sent in the body, not the URL)."""
+    return to_order_read(await queries.find_by_locator(conn, body.record_locator, body.family_name))
+
+
+@router.post(
+    "/orders/{order_id}/payments",
+    tags=["Booking"],
+    operation_id="payOrder",
+    summary="Pay and issue e-tickets",
+    response_model=OrderRead,
+    responses=error_responses(*WRITE_ERRORS, 402, 502),
+)
+async def pay_order(order_id: OrderId, body: PaymentCreate, container: ContainerDep) -> OrderRead:
+    """Authorise and capture the total; on success one 13-digit e-ticket is issued per passenger."""
+    card = body.card
+    if not luhn_valid(card.number):
+        raise InvalidRequest("the card number is not valid")
+    today = container.clock.now().date()
+    if (card.exp_year, card.exp_month) < (today.year, today.month):
+        raise InvalidRequest("the card has expired")
+    await handlers.pay_order(
+        PayOrder(order_id, Card(card.number, card.exp_month, card.exp_year, card.cvc, card.holder)),
+        container,
+    )
+    return await _read(container, order_id)
+
+
+@router.post(
+    "/orders/{order_id}/seats",
+    tags=["Booking"],
+    operation_id="assignSeats",
+    summary="Choose seats",
+    response_model=OrderRead,
+    responses=error_responses(*WRITE_ERRORS),
+)
+async def assign_seats(order_id: OrderId, body: SeatAssignmentCreate, container: ContainerDep) -> OrderRead:
+    """Give passengers specific seats in their booked cabin; a taken seat answers ``seat_unavailable``."""
+    cmd = AssignSeats(order_id, tuple(SeatRequest(s.passenger_id, s.flight_id, s.seat) for s in body.seats))
+    await handlers.assign_seats(cmd, container)
+    return await _read(container, order_id)
+
+
+@router.post(
+    "/orders/{order_id}/cancel",
+    tags=["Booking"],
+    operation_id="cancelOrder",
+    summary="Cancel an order",
+    response_model=OrderRead,
+    responses=error_responses(*WRITE_ERRORS, 502),
+)
+async def cancel_order(order_id: OrderId, container: ContainerDep) -> OrderRead:
+    """Cancel; a ticketed order is voided on its day of issue, refunded after; the seats are released."""
+    await handlers.cancel_order(CancelOrder(order_id), container)
+    return await _read(container, order_id)
+
+
+@router.get(
+    "/flights/{flight_id}/seat-map",
+    tags=["Flights"],
+    operation_id="getSeatMap",
+    summary="Get a seat map",
+    response_model=SeatMapRead,
+    responses=error_responses(404, 422),
+)
+async def get_seat_map(flight_id: Annotated[uuid.UUID, Path(description="Flight id.")], conn: ReadConn) -> SeatMapRead:
+    """The flight's seats with window/aisle/exit attributes and availability."""
+    return SeatMapRead.model_validate(await queries.seat_map(conn, flight_id))

@@ -1,0 +1,205 @@
+"""Persistence of the booking context (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from skybook.booking.model import PartySize, new_record_locator
+from skybook.booking.tables import (
+    order_segments,
+    orders,
+    passengers,
+    seat_assignments,
+    ticket_serials,
+)
+from skybook.inventory import flights
+from skybook.platform.db import insert_ignoring_conflicts
+from skybook.platform.errors import Conflict, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    """The order row as the handlers need it."""
+
+    id: uuid.UUID
+    status: str
+    record_locator: str | None
+    party: PartySize
+    total_amount: int
+    currency: str
+    expires_at: datetime
+    contact_email: str | None
+    ticketed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRow:
+    """A booked segment with the counter ids that release and sell need."""
+
+    segment_no: int
+    flight_id: uuid.UUID
+    booking_class: str
+    booking_class_id: uuid.UUID
+    cabin: str
+    cabin_id: uuid.UUID
+    seats: int
+    fare_amount: int
+    currency: str
+    designator: str
+    origin: str
+    destination: str
+    departure_at: datetime
+    departure_date: Any
+    arrival_at: datetime
+    aircraft_code: str
+
+
+async def lock_order(conn: AsyncConnection, order_id: uuid.UUID) -> OrderRow:
+    """Load an order and lock its row until the transaction ends (PostgreSQL; SQLite has one writer)."""
+    row = (await conn.execute(sa.select(orders).where(orders.c.id == order_id).with_for_update())).first()
+    if row is None:
+        raise NotFound(f"order {order_id} does not exist")
+    return _order(row)
+
+
+async def get_order_row(conn: AsyncConnection, order_id: uuid.UUID) -> OrderRow:
+    """Load an order without locking it."""
+    row = (await conn.execute(sa.select(orders).where(orders.c.id == order_id))).first()
+    if row is None:
+        raise NotFound(f"order {order_id} does not exist")
+    return _order(row)
+
+
+def _order(row: sa.Row[Any]) -> OrderRow:
+    return OrderRow(
+        id=row.id,
+        status=row.status,
+        record_locator=row.record_locator,
+        party=PartySize(row.adults, row.children, row.infants),
+        total_amount=row.total_amount,
+        currency=row.currency,
+        expires_at=row.expires_at,
+        contact_email=row.contact_email,
+        ticketed_at=row.ticketed_at,
+    )
+
+
+async def load_segments(conn: AsyncConnection, order_id: uuid.UUID) -> list[SegmentRow]:
+    """The segments of an order in itinerary order, with their flights."""
+    s, f = order_segments.c, flights.c
+    rows = await conn.execute(
+        sa.select(
+            s.segment_no,
+            s.flight_id,
+            s.booking_class,
+            s.booking_class_id,
+            s.cabin,
+            s.cabin_id,
+            s.seats,
+            s.fare_amount,
+            s.currency,
+            f.carrier,
+            f.flight_number,
+            f.origin,
+            f.destination,
+            f.departure_at,
+            f.departure_date,
+            f.arrival_at,
+            f.aircraft_code,
+        )
+        .join(flights, f.id == s.flight_id)
+        .where(s.order_id == order_id)
+        .order_by(s.segment_no)
+    )
+    return [
+        SegmentRow(
+            segment_no=r.segment_no,
+            flight_id=r.flight_id,
+            booking_class=r.booking_class,
+            booking_class_id=r.booking_class_id,
+            cabin=r.cabin,
+            cabin_id=r.cabin_id,
+            seats=r.seats,
+            fare_amount=r.fare_amount,
+            currency=r.currency,
+            designator=f"{r.carrier}{r.flight_number}",
+            origin=r.origin,
+            destination=r.destination,
+            departure_at=r.departure_at,
+            departure_date=r.departure_date,
+            arrival_at=r.arrival_at,
+            aircraft_code=r.aircraft_code,
+        )
+        for r in rows
+    ]
+
+
+async def set_status(
+    conn: AsyncConnection,
+    order_id: uuid.UUID,
+    *,
+    expected: Sequence[str],
+    status: str,
+    **values: Any,
+) -> bool:
+    """Move an order to ``status`` only if it is still in one of ``expected`` (compare-and-set)."""
+    result = await conn.execute(
+        sa.update(orders)
+        .where(orders.c.id == order_id, orders.c.status.in_(list(expected)))
+        .values(status=status, **values)
+    )
+    return bool(result.rowcount)
+
+
+async def assign_record_locator(conn: AsyncConnection, order_id: uuid.UUID) -> str:
+    """Give the order a fresh record locator, retrying on the rare collision."""
+    for _ in range(8):
+        locator = new_record_locator()
+        try:
+            async with conn.begin_nested():
+                await conn.execute(sa.update(orders).where(orders.c.id == order_id).values(record_locator=locator))
+        except sa.exc.IntegrityError:
+            continue
+        return locator
+    raise Conflict("could not allocate a record locator; retry")
+
+
+async def allocate_ticket_serials(conn: AsyncConnection, accounting_code: str, count: int) -> list[int]:
+    """Reserve ``count`` consecutive 10-digit ticket serials for an airline."""
+    stmt = (
+        sa.update(ticket_serials)
+        .where(ticket_serials.c.accounting_code == accounting_code)
+        .values(last_serial=ticket_serials.c.last_serial + count)
+        .returning(ticket_serials.c.last_serial)
+    )
+    last = await conn.scalar(stmt)
+    if last is None:
+        await conn.execute(
+            insert_ignoring_conflicts(conn, ticket_serials).values(accounting_code=accounting_code, last_serial=0)
+        )
+        last = await conn.scalar(stmt)
+    assert last is not None
+    if last > 9_999_999_999:
+        raise Conflict("ticket serial range exhausted")
+    return list(range(last - count + 1, last + 1))
+
+
+async def passenger_rows(conn: AsyncConnection, order_id: uuid.UUID) -> list[sa.Row[Any]]:
+    """Passengers of an order in the order they were named."""
+    return list(
+        await conn.execute(
+            sa.select(passengers).where(passengers.c.order_id == order_id).order_by(passengers.c.position)
+        )
+    )
+
+
+async def free_seats(conn: AsyncConnection, order_id: uuid.UUID) -> None:
+    """Drop the order's seat assignments so others can take those seats."""
+    await conn.execute(sa.delete(seat_assignments).where(seat_assignments.c.order_id == order_id))

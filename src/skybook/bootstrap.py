@@ -1,0 +1,74 @@
+"""Composition root: builds the object graph from settings. No I/O happens here."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from skybook.notifications import EmlWriter
+from skybook.payments import PaymentProvider, SandboxPaymentProvider
+from skybook.platform.clock import Clock, SystemClock
+from skybook.platform.db import create_engine, is_sqlite
+from skybook.platform.dispatcher import Consumer, InProcessDispatcher
+from skybook.platform.uow import UnitOfWork
+from skybook.settings import Settings
+
+
+@dataclass
+class Container:
+    """Everything a process needs, wired once; handlers receive it as their dependencies."""
+
+    settings: Settings
+    engine: AsyncEngine
+    clock: Clock
+    payments: PaymentProvider
+    write_lock: asyncio.Lock | None
+    dispatcher: InProcessDispatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        writer = EmlWriter(self.settings.mail_dir, self.settings.mail_from)
+        self.dispatcher = InProcessDispatcher(self.uow, self.clock, [Consumer(writer.name, writer.event_types, writer)])
+
+    def uow(self) -> UnitOfWork:
+        """A new unit of work (one transaction)."""
+        return UnitOfWork(self.engine, write_lock=self.write_lock, after_commit=self.dispatcher.wake)
+
+    @property
+    def hold_ttl(self) -> timedelta:
+        return timedelta(seconds=self.settings.hold_ttl_seconds)
+
+    @property
+    def max_passengers(self) -> int:
+        return self.settings.max_passengers
+
+    @property
+    def accounting_code(self) -> str:
+        return self.settings.airline_accounting_code
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    payments: PaymentProvider | None = None,
+) -> Container:
+    """Wire the adapters that the settings choose."""
+    settings = settings or Settings()
+    url = settings.resolved_database_url
+    if is_sqlite(url):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        pool_size=settings.database_pool_size,
+        lock_timeout_ms=settings.database_lock_timeout_ms,
+    )
+    return Container(
+        settings=settings,
+        engine=engine,
+        clock=clock or SystemClock(),
+        payments=payments or SandboxPaymentProvider(),
+        write_lock=asyncio.Lock() if is_sqlite(url) else None,
+    )

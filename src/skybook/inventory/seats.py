@@ -1,0 +1,199 @@
+"""Seat counting: the only code that changes a flight's held and sold counts.
+
+Every change is a conditional UPDATE inside the caller's transaction, so a count never goes
+negative or past capacity + authorised overbooking, whatever runs concurrently. Callers take
+seats in a sorted (flight, booking class) order so two transactions never wait on each other in
+a cycle.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from skybook.inventory.tables import booking_classes, flight_cabins, flights
+from skybook.platform.errors import BookingClassClosed, FlightNotBookable, NotFound, SoldOut
+
+bc = booking_classes.c
+cab = flight_cabins.c
+
+
+@dataclass(frozen=True, slots=True)
+class TakenSeats:
+    """Seats taken in one booking class of one flight, with the flight and the fare they sell at."""
+
+    flight_id: uuid.UUID
+    booking_class: str
+    booking_class_id: uuid.UUID
+    cabin_id: uuid.UUID
+    cabin: str
+    fare_amount: int
+    currency: str
+    seats: int
+    designator: str
+    origin: str
+    destination: str
+    departure_at: datetime
+    arrival_at: datetime
+
+
+fl = flights.c
+
+_class_has_room = (
+    bc.flight_id == sa.bindparam("fid"),
+    bc.code == sa.bindparam("p_code"),
+    bc.is_open.is_(True),
+    bc.held + bc.sold + sa.bindparam("n") <= bc.seat_limit,
+)
+_flight_on_sale = (
+    fl.id == bc.flight_id,
+    fl.status == "scheduled",
+    fl.departure_at > sa.bindparam("now", type_=fl.departure_at.type),
+)
+_flight_details = (
+    fl.carrier,
+    fl.flight_number,
+    fl.origin,
+    fl.destination,
+    fl.departure_at,
+    fl.arrival_at,
+)
+
+# PostgreSQL: one statement checks the flight is on sale and the class has room, takes the seats
+# and returns what the hold needs to price and describe the segment (UPDATE ... FROM ... RETURNING).
+_take_class_returning_flight = (
+    sa.update(booking_classes)
+    .where(*_class_has_room, *_flight_on_sale)
+    .values(held=bc.held + sa.bindparam("n"))
+    .returning(bc.id, bc.cabin_id, bc.fare_amount, bc.currency, *_flight_details)
+)
+# SQLite's RETURNING cannot name another table's columns, so it reads the flight separately.
+_take_class = (
+    sa.update(booking_classes)
+    .where(*_class_has_room, sa.select(fl.id).where(*_flight_on_sale).exists())
+    .values(held=bc.held + sa.bindparam("n"))
+    .returning(bc.id, bc.cabin_id, bc.fare_amount, bc.currency)
+)
+_select_flight = sa.select(*_flight_details).where(fl.id == sa.bindparam("fid"))
+
+_take_cabin = (
+    sa.update(flight_cabins)
+    .where(
+        cab.id == sa.bindparam("cid"),
+        cab.held + cab.sold + sa.bindparam("n") <= cab.capacity + cab.overbooking_limit,
+    )
+    .values(held=cab.held + sa.bindparam("n"))
+    .returning(cab.cabin_code)
+)
+
+
+async def take_seats(
+    conn: AsyncConnection, *, flight_id: uuid.UUID, booking_class: str, seats: int, now: datetime
+) -> TakenSeats:
+    """Hold ``seats`` in a booking class, or raise sold_out / booking_class_closed / not found."""
+    params = {"fid": flight_id, "p_code": booking_class, "n": seats, "now": now}
+    postgres = conn.dialect.name == "postgresql"
+    row = (await conn.execute(_take_class_returning_flight if postgres else _take_class, params)).first()
+    if row is None:
+        await _explain_refusal(conn, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
+        raise AssertionError("unreachable")  # pragma: no cover
+    cabin = (await conn.execute(_take_cabin, {"cid": row.cabin_id, "n": seats})).first()
+    if cabin is None:
+        raise SoldOut(
+            f"the cabin of booking class {booking_class} has fewer than {seats} seats left",
+            flight_id=str(flight_id),
+        )
+    flight = row if postgres else (await conn.execute(_select_flight, {"fid": flight_id})).one()
+    return TakenSeats(
+        flight_id=flight_id,
+        booking_class=booking_class,
+        booking_class_id=row.id,
+        cabin_id=row.cabin_id,
+        cabin=cabin.cabin_code,
+        fare_amount=row.fare_amount,
+        currency=row.currency,
+        seats=seats,
+        designator=f"{flight.carrier}{flight.flight_number}",
+        origin=flight.origin,
+        destination=flight.destination,
+        departure_at=flight.departure_at,
+        arrival_at=flight.arrival_at,
+    )
+
+
+async def _explain_refusal(
+    conn: AsyncConnection, *, flight_id: uuid.UUID, booking_class: str, seats: int, now: datetime
+) -> None:
+    flight = (
+        await conn.execute(sa.select(flights.c.status, flights.c.departure_at).where(flights.c.id == flight_id))
+    ).first()
+    if flight is None:
+        raise NotFound(f"flight {flight_id} does not exist", flight_id=str(flight_id))
+    if flight.status != "scheduled" or flight.departure_at <= now:
+        raise FlightNotBookable(f"flight {flight_id} is {flight.status} or has departed", flight_id=str(flight_id))
+    klass = (
+        await conn.execute(sa.select(bc.is_open).where(bc.flight_id == flight_id, bc.code == booking_class))
+    ).first()
+    if klass is None:
+        raise NotFound(f"flight {flight_id} sells no booking class {booking_class}", flight_id=str(flight_id))
+    if not klass.is_open:
+        raise BookingClassClosed(f"booking class {booking_class} is closed", flight_id=str(flight_id))
+    raise SoldOut(f"booking class {booking_class} has fewer than {seats} seats left", flight_id=str(flight_id))
+
+
+class SeatLine(Protocol):
+    """Seats of one segment: what release and sell need to find the counters."""
+
+    @property
+    def flight_id(self) -> uuid.UUID: ...
+    @property
+    def booking_class(self) -> str: ...
+    @property
+    def booking_class_id(self) -> uuid.UUID: ...
+    @property
+    def cabin_id(self) -> uuid.UUID: ...
+    @property
+    def seats(self) -> int: ...
+
+
+_move_class = sa.update(booking_classes).where(bc.id == sa.bindparam("bid"))
+_move_cabin = sa.update(flight_cabins).where(cab.id == sa.bindparam("cid"))
+
+
+async def release_held(conn: AsyncConnection, items: list[SeatLine]) -> None:
+    """Give back held seats."""
+    await _shift(conn, items, held=-1, sold=0)
+
+
+async def sell_held(conn: AsyncConnection, items: list[SeatLine]) -> None:
+    """Turn held seats into sold seats on ticketing."""
+    await _shift(conn, items, held=-1, sold=+1)
+
+
+async def release_sold(conn: AsyncConnection, items: list[SeatLine]) -> None:
+    """Give back sold seats when a ticketed order is cancelled."""
+    await _shift(conn, items, held=0, sold=-1)
+
+
+async def _shift(conn: AsyncConnection, items: list[SeatLine], *, held: int, sold: int) -> None:
+    # Same lock order as take_seats: by flight, then booking class, then its cabin.
+    for line in sorted(items, key=lambda i: (str(i.flight_id), i.booking_class)):
+        n = line.seats
+        await conn.execute(
+            _move_class.values(held=bc.held + held * n, sold=bc.sold + sold * n),
+            {"bid": line.booking_class_id},
+        )
+        await conn.execute(
+            _move_cabin.values(held=cab.held + held * n, sold=cab.sold + sold * n),
+            {"cid": line.cabin_id},
+        )
+
+
+async def seat_counts(conn: AsyncConnection) -> list[sa.Row[tuple[uuid.UUID, int, int, int, int]]]:
+    """Held and sold per cabin with capacity, for invariant audits."""
+    return list(await conn.execute(sa.select(cab.id, cab.capacity, cab.overbooking_limit, cab.held, cab.sold)))

@@ -1,0 +1,113 @@
+"""In-process event dispatcher for the embedded default: outbox -> local consumers.
+
+It reads the outbox in commit order after every commit (and on a timer as a fallback), hands
+each event to its consumers, and marks it dispatched. Each consumer claims the event in the
+``inbox`` table in the same transaction as its own effect, so a crash between the effect and
+the mark-dispatched causes a redelivery without a second effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from skybook.platform.clock import Clock
+from skybook.platform.events import Event
+from skybook.platform.outbox import claim_inbox, event_from_row, outbox
+from skybook.platform.uow import UnitOfWork
+
+log = logging.getLogger("skybook.dispatcher")
+
+Handler = Callable[[Event, UnitOfWork], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """A named event handler subscribed to some event types."""
+
+    name: str
+    event_types: frozenset[str]
+    handle: Handler
+
+
+class InProcessDispatcher:
+    """Delivers outbox events to in-process consumers, at least once, effects exactly once."""
+
+    def __init__(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        clock: Clock,
+        consumers: Iterable[Consumer] = (),
+        *,
+        poll_interval: float = 1.0,
+        batch_size: int = 200,
+        max_attempts: int = 5,
+    ) -> None:
+        self._uow = uow_factory
+        self._clock = clock
+        self.consumers = list(consumers)
+        self._poll = poll_interval
+        self._batch = batch_size
+        self._max_attempts = max_attempts
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Called after a commit that wrote events."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until stopped."""
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+            self._wake.clear()
+            try:
+                while await self.drain():
+                    pass
+            except Exception:  # keep delivering; the failed batch is retried next round
+                log.exception("dispatch round failed")
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def drain(self) -> int:
+        """Deliver one batch of pending events; returns how many were taken."""
+        o = outbox.c
+        async with self._uow() as uow:
+            rows = list(
+                await uow.conn.execute(
+                    sa.select(outbox)
+                    .where(o.dispatched_at.is_(None), o.attempts < self._max_attempts)
+                    .order_by(o.position)
+                    .limit(self._batch)
+                )
+            )
+        for row in rows:
+            event = event_from_row(row)
+            error = None
+            for consumer in self.consumers:
+                if event.type not in consumer.event_types:
+                    continue
+                try:
+                    async with self._uow() as uow:
+                        if await claim_inbox(uow.conn, consumer=consumer.name, event=event):
+                            await consumer.handle(event, uow)
+                        await uow.commit()
+                except Exception as exc:
+                    log.exception("consumer %s failed on event %s", consumer.name, event.id)
+                    error = f"{consumer.name}: {type(exc).__name__}: {exc}"[:2000]
+            async with self._uow() as uow:
+                if error is None:
+                    values: dict[str, object] = {"dispatched_at": self._clock.now()}
+                else:
+                    values = {"attempts": o.attempts + 1, "last_error": error}
+                await uow.conn.execute(sa.update(outbox).where(o.position == row.position).values(**values))
+                await uow.commit()
+        return len(rows)

@@ -1,0 +1,273 @@
+"""HTTP plumbing shared by every context: problem responses, request ids, body limits, paging."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated, Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from skybook.platform.context import correlation_id
+from skybook.platform.errors import DomainError
+from skybook.platform.problems import PROBLEM_JSON, problem, replay_body, send_problem
+from skybook.platform.schemas import MAX_PAGE_SIZE, Output
+
+log = logging.getLogger("skybook.http")
+
+_HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthorized", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Resource not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    406: ("not_acceptable", "Not acceptable"),
+    413: ("payload_too_large", "Request body too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+    429: ("rate_limited", "Too many requests"),
+}
+
+
+class ValidationIssue(Output):
+    """One invalid field."""
+
+    loc: list[str] = Field(description="Where the problem is, e.g. ['body', 'passengers', 'adults'].")
+    msg: str = Field(description="What is wrong.")
+    type: str = Field(description="Machine-readable kind of problem.")
+
+
+class ProblemDetail(Output):
+    """An error as RFC 9457 problem details; ``code`` is stable and meant for programs."""
+
+    type: str = Field(
+        description="URI naming the problem type.",
+        examples=["https://skybook.dev/problems/sold-out"],
+    )
+    title: str = Field(description="Short summary of the problem type.", examples=["Not enough seats left"])
+    status: int = Field(description="HTTP status code.", examples=[409])
+    detail: str = Field(description="What happened in this case.")
+    code: str = Field(description="Stable error code.", examples=["sold_out"])
+    errors: list[ValidationIssue] | None = Field(None, description="Invalid fields (validation errors only).")
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries declaring problem+json answers for the given statuses."""
+    descriptions = {
+        400: "Malformed request (e.g. invalid JSON or Idempotency-Key)",
+        402: "Payment declined",
+        404: "Not found",
+        409: "Conflict with the current state",
+        413: "Request body too large",
+        415: "Body is not JSON",
+        422: "Validation failed",
+        429: "Too many requests",
+        502: "Payment provider failed",
+        503: "Busy, retry shortly",
+    }
+    return {
+        s: {
+            "model": ProblemDetail,
+            "description": descriptions.get(s, "Error"),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetail"}}},
+        }
+        for s in statuses
+    }
+
+
+def problem_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    """A ``application/problem+json`` response."""
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def _domain_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    body = problem(status=exc.status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra)
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return problem_response(exc.status, body, headers)
+
+
+def _clean_errors(errors: Any) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ())]
+        out.append({"loc": loc, "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))})
+    return out
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        body = problem(
+            status=400,
+            code="malformed_json",
+            title="Malformed JSON",
+            detail="the request body is not valid JSON",
+        )
+        return problem_response(400, body)
+    body_errors = [e for e in errors if e.get("loc", ("",))[0] == "body"]
+    content_type = request.headers.get("content-type", "")
+    if body_errors and request.method in {"POST", "PUT", "PATCH"} and "json" not in content_type:
+        body = problem(
+            status=415,
+            code="unsupported_media_type",
+            title="Unsupported media type",
+            detail="send the body as application/json",
+        )
+        return problem_response(415, body)
+    body = problem(
+        status=422,
+        code="validation_error",
+        title="Request is not valid",
+        detail="one or more fields are missing or invalid",
+        errors=_clean_errors(errors),
+    )
+    return problem_response(422, body)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem_response(
+        exc.status_code,
+        problem(status=exc.status_code, code=code, title=title, detail=detail),
+        dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _integrity_error(_: Request, exc: Exception) -> Response:
+    # A unique or check constraint stopped a write that raced another: a conflict, not a crash.
+    log.info("integrity error turned into 409: %s", exc)
+    return problem_response(
+        409,
+        problem(
+            status=409,
+            code="conflict",
+            title="Conflicting request",
+            detail="the request conflicts with the current state; reload and retry",
+        ),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return problem_response(
+        500,
+        problem(
+            status=500,
+            code="internal_error",
+            title="Internal error",
+            detail="something went wrong on our side; it has been logged",
+            request_id=getattr(request.state, "request_id", None),
+        ),
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error to a problem document; a 5xx never carries a stack trace."""
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(sa.exc.IntegrityError, _integrity_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies larger than ``max_bytes`` with 413, before any handler reads them."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS", "DELETE"}:
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope["headers"]:
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    declared = -1
+                if declared < 0 or declared > self.max_bytes:
+                    await self._too_large(send)
+                    return
+        chunks = bytearray()
+        while True:
+            message: Message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks += message.get("body", b"")
+            if len(chunks) > self.max_bytes:
+                await self._too_large(send)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, replay_body(bytes(chunks), receive), send)
+
+    async def _too_large(self, send: Send) -> None:
+        await send_problem(
+            send,
+            status=413,
+            code="payload_too_large",
+            title="Request body too large",
+            detail=f"request bodies are limited to {self.max_bytes} bytes",
+        )
+
+
+class RequestIdMiddleware:
+    """Gives every request a correlation id (``X-Request-ID``) that follows its events and logs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                candidate = v.decode("latin-1")
+                if 0 < len(candidate) <= 64 and candidate.isprintable():
+                    rid = candidate
+                break
+        rid = rid or uuid.uuid4().hex
+        # Also on the scope, so the outermost 500 handler (outside this middleware) can report it.
+        scope.setdefault("state", {})["request_id"] = rid
+        token = correlation_id.set(rid)
+
+        async def with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_id)
+        finally:
+            correlation_id.reset(token)
+
+
+class Paging:
+    """Page number and size from the query string; the size is capped."""
+
+    def __init__(
+        self,
+        page: Annotated[int, Query(ge=1, le=10_000, description="1-based page number.")] = 1,
+        page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page.")] = 20,
+    ) -> None:
+        self.page = page
+        self.page_size = page_size
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.page_size

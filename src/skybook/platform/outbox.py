@@ -1,0 +1,94 @@
+"""Transactional outbox and consumer inbox tables.
+
+Events are written to ``outbox`` in the same transaction as the state change that caused them,
+so an event exists if and only if its change committed. Consumers record each handled event in
+``inbox`` in the same transaction as their own effect, so a redelivery has no second effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from skybook.platform.db import BigIntPK, JSONType, UTCDateTime, insert_ignoring_conflicts, metadata
+from skybook.platform.events import Event
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("position", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Uuid, nullable=False, unique=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("context", sa.String(32), nullable=False),
+    sa.Column("occurred_at", UTCDateTime, nullable=False),
+    sa.Column("tenant_id", sa.String(64)),
+    sa.Column("aggregate_id", sa.String(64), nullable=False),
+    sa.Column("correlation_id", sa.String(64)),
+    sa.Column("causation_id", sa.String(64)),
+    sa.Column("data", JSONType, nullable=False),
+    sa.Column("dispatched_at", UTCDateTime),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+)
+sa.Index(
+    "ix_outbox_pending",
+    outbox.c.position,
+    sqlite_where=outbox.c.dispatched_at.is_(None),
+    postgresql_where=outbox.c.dispatched_at.is_(None),
+)
+
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("consumer", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.Uuid, primary_key=True),
+    sa.Column("handled_at", UTCDateTime, nullable=False),
+)
+
+
+def outbox_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """Rows for ``outbox`` from events, in the order they were raised."""
+    return [
+        {
+            "event_id": e.id,
+            "type": e.type,
+            "version": e.version,
+            "context": e.context,
+            "occurred_at": e.occurred_at,
+            "tenant_id": e.tenant_id,
+            "aggregate_id": e.aggregate_id,
+            "correlation_id": e.correlation_id,
+            "causation_id": e.causation_id,
+            "data": e.data,
+        }
+        for e in events
+    ]
+
+
+def event_from_row(row: sa.Row[Any]) -> Event:
+    """Rebuild an event from its outbox row."""
+    return Event(
+        id=row.event_id,
+        type=row.type,
+        version=row.version,
+        occurred_at=row.occurred_at,
+        tenant_id=row.tenant_id,
+        aggregate_id=row.aggregate_id,
+        correlation_id=row.correlation_id,
+        causation_id=row.causation_id,
+        data=row.data,
+    )
+
+
+async def claim_inbox(conn: AsyncConnection, *, consumer: str, event: Event) -> bool:
+    """Record that ``consumer`` handles ``event``; False when it already did (a redelivery)."""
+    from skybook.platform.db import utcnow
+
+    result = await conn.execute(
+        insert_ignoring_conflicts(conn, inbox).values(consumer=consumer, event_id=event.id, handled_at=utcnow())
+    )
+    return bool(result.rowcount)

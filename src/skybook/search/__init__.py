@@ -1,0 +1,1 @@
+"""Search: priced offers for one-way and round trips over the live inventory."""

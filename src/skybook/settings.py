@@ -1,0 +1,74 @@
+"""Settings: the only module that reads the environment (``SKYBOOK_*`` variables)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev-secret-change-me"})
+
+
+class Settings(BaseSettings):
+    """Typed configuration of one Skybook process; every field maps to ``SKYBOOK_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SKYBOOK_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development",
+        description="Deployment stage; placeholder secrets are refused outside development.",
+    )
+    data_dir: Path = Field(Path("var"), description="Directory for the SQLite file, e-mails and other local state.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL; default is a SQLite file under data_dir. "
+        "Use postgresql+asyncpg://user@host/db for PostgreSQL.",
+    )
+    database_pool_size: int = Field(20, ge=1, le=200, description="Connections per process (PostgreSQL).")
+    database_lock_timeout_ms: int = Field(
+        3000,
+        ge=100,
+        description="How long a transaction waits for a row lock before answering busy.",
+    )
+    secret_key: str = Field("dev-secret-change-me", description="Key for signing tokens; must be set in production.")
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
+    hold_ttl_seconds: int = Field(
+        900, ge=30, le=86400, description="Ticketing time limit of a hold (default 15 minutes)."
+    )
+    hold_sweep_interval_seconds: float = Field(
+        5.0, gt=0, description="How often the sweeper releases expired holds and unpaid orders."
+    )
+    max_body_bytes: int = Field(262_144, ge=1024, description="Largest request body accepted (413 above).")
+    max_passengers: int = Field(9, ge=1, le=9, description="Most passengers in one booking.")
+    airline_accounting_code: str = Field(
+        "987", pattern=r"^\d{3}$", description="3-digit airline prefix of issued e-ticket numbers."
+    )
+    mail_from: str = Field("Skybook Air <tickets@skybook.invalid>", description="Sender of confirmation e-mails.")
+    run_workers: bool = Field(
+        True,
+        description="Run the event dispatcher and the hold sweeper inside the API process (embedded default).",
+    )
+    docs_enabled: bool = Field(True, description="Serve /docs and /redoc.")
+    log_level: str = Field("INFO", description="Root log level.")
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.environment != "development" and self.secret_key in PLACEHOLDER_SECRETS:
+            raise ValueError("SKYBOOK_SECRET_KEY must be set to a real secret outside development")
+        return self
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file inside ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'skybook.db').resolve()}"
+
+    @property
+    def mail_dir(self) -> Path:
+        """Where confirmation e-mails are written as .eml files."""
+        return self.data_dir / "mail"
