@@ -257,7 +257,7 @@ async def pay_order(cmd: PayOrder, deps: BookingDeps) -> None:
         if order.status == OrderStatus.TICKETED:
             raise AlreadyPaid("the order is already paid and ticketed")
         if order.status == OrderStatus.HELD:
-            raise InvalidState("name the passengers (confirm the order) before paying", status=order.status)
+            raise InvalidState("name the passengers (confirm the order) before paying", current_status=order.status)
         require_status(order.status, {OrderStatus.CONFIRMED}, action="pay")
         if order.expires_at <= now:
             raise HoldExpired("the ticketing deadline passed; hold the seats again")
@@ -344,7 +344,7 @@ async def _ticket(order_id: uuid.UUID, payment_id: uuid.UUID, reference: str, de
     async with deps.uow() as uow:
         order = await repo.lock_order(uow.conn, order_id)
         if order.status != OrderStatus.CONFIRMED:  # pragma: no cover - the sweeper skips paying orders
-            raise InvalidState(f"order became {order.status} while paying", status=order.status)
+            raise InvalidState(f"order became {order.status} while paying", current_status=order.status)
         segments = await repo.load_segments(uow.conn, order_id)
         people = await repo.passenger_rows(uow.conn, order_id)
         await uow.conn.execute(

@@ -147,4 +147,4 @@ def require_status(status: str, allowed: set[OrderStatus], *, action: str) -> No
         return
     if status == OrderStatus.EXPIRED:
         raise HoldExpired(f"cannot {action}: the order expired")
-    raise InvalidState(f"cannot {action} an order that is {status}", status=status)
+    raise InvalidState(f"cannot {action} an order that is {status}", current_status=status)

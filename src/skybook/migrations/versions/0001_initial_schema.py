@@ -314,7 +314,7 @@ def upgrade() -> None:
         sa.Column("seat_limit", sa.Integer(), nullable=False),
         sa.Column("held", sa.Integer(), server_default="0", nullable=False),
         sa.Column("sold", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("is_open", sa.Boolean(), server_default=sa.text("1"), nullable=False),
+        sa.Column("is_open", sa.Boolean(), server_default=sa.true(), nullable=False),
         sa.CheckConstraint(
             "fare_amount >= 0 AND seat_limit >= 0",
             name=op.f("ck_booking_classes_fare_not_negative"),
