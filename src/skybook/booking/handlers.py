@@ -63,11 +63,16 @@ STALE_PAYMENT = timedelta(minutes=5)
 class BookingDeps(Protocol):
     """What the booking handlers need from the composition root."""
 
-    clock: Clock
-    payments: PaymentProvider
-    hold_ttl: timedelta
-    max_passengers: int
-    accounting_code: str
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def payments(self) -> PaymentProvider: ...
+    @property
+    def hold_ttl(self) -> timedelta: ...
+    @property
+    def max_passengers(self) -> int: ...
+    @property
+    def accounting_code(self) -> str: ...
 
     def uow(self) -> UnitOfWork: ...
 

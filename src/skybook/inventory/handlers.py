@@ -92,7 +92,8 @@ async def create_flight(cmd: FlightCreate, uow: UnitOfWork, *, clock: Clock) -> 
             cmd.arrival_at,
             cmd.aircraft,
         )
-        (flight_id,) = await repo.insert_flights(uow.conn, [(dated, fares, capacity, dict(cmd.overbooking))], now=now)
+        overbooking = {str(k): v for k, v in cmd.overbooking.items()}
+        (flight_id,) = await repo.insert_flights(uow.conn, [(dated, fares, capacity, overbooking)], now=now)
         uow.emit(
             Event(
                 type="flight.scheduled",

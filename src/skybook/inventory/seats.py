@@ -9,6 +9,7 @@ a cycle.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -165,22 +166,22 @@ _move_class = sa.update(booking_classes).where(bc.id == sa.bindparam("bid"))
 _move_cabin = sa.update(flight_cabins).where(cab.id == sa.bindparam("cid"))
 
 
-async def release_held(conn: AsyncConnection, items: list[SeatLine]) -> None:
+async def release_held(conn: AsyncConnection, items: Sequence[SeatLine]) -> None:
     """Give back held seats."""
     await _shift(conn, items, held=-1, sold=0)
 
 
-async def sell_held(conn: AsyncConnection, items: list[SeatLine]) -> None:
+async def sell_held(conn: AsyncConnection, items: Sequence[SeatLine]) -> None:
     """Turn held seats into sold seats on ticketing."""
     await _shift(conn, items, held=-1, sold=+1)
 
 
-async def release_sold(conn: AsyncConnection, items: list[SeatLine]) -> None:
+async def release_sold(conn: AsyncConnection, items: Sequence[SeatLine]) -> None:
     """Give back sold seats when a ticketed order is cancelled."""
     await _shift(conn, items, held=0, sold=-1)
 
 
-async def _shift(conn: AsyncConnection, items: list[SeatLine], *, held: int, sold: int) -> None:
+async def _shift(conn: AsyncConnection, items: Sequence[SeatLine], *, held: int, sold: int) -> None:
     # Same lock order as take_seats: by flight, then booking class, then its cabin.
     for line in sorted(items, key=lambda i: (str(i.flight_id), i.booking_class)):
         n = line.seats

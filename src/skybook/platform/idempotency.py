@@ -154,7 +154,10 @@ class _Store:
             )
             if taken.rowcount:
                 return None
-            return (await conn.execute(sa.select(idempotency_keys).where(t.scope == scope, t.key == key))).first()
+            row: sa.Row[Any] | None = (
+                await conn.execute(sa.select(idempotency_keys).where(t.scope == scope, t.key == key))
+            ).first()
+            return row
 
         result: sa.Row[Any] | None = await self._tx(work)
         return result

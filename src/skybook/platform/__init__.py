@@ -1,0 +1,1 @@
+"""Shared kernel: database, unit of work, outbox, errors, HTTP plumbing, idempotency."""
