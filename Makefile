@@ -37,8 +37,8 @@ run: install  ## Migrate, seed the demo network and start Skybook on http://127.
 	$(BIN)/skybook serve --port $(PORT)
 
 lint: install  ## ruff lint and format check
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 
 typecheck: install  ## mypy (strict)
 	$(BIN)/mypy
