@@ -23,6 +23,7 @@ from skybook.platform.http import (
     RequestIdMiddleware,
     error_responses,
     install_error_handlers,
+    install_problem_openapi,
 )
 from skybook.platform.idempotency import IdempotencyMiddleware
 from skybook.platform.schemas import Output
@@ -98,6 +99,7 @@ def create_app(container: Container | None = None) -> FastAPI:
     )
     app.state.container = container
     install_error_handlers(app)
+    install_problem_openapi(app)
     principal = [Depends(current_principal)]
     for router in (search_router, booking_router, inventory_router):
         app.include_router(router, dependencies=principal)

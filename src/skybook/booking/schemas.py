@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import EmailStr, Field
+from pydantic import ConfigDict, EmailStr, Field
 
 from skybook.platform.schemas import Currency, IataCode, Money, Output, Page, StrictInput
 
@@ -22,6 +22,9 @@ Name = Annotated[
         examples=["Jensen"],
     ),
 ]
+EXAMPLE_FLIGHT_ID = "01936d1e-7c1a-7b4e-9d3f-1a2b3c4d5e6f"
+EXAMPLE_ORDER_ID = "01936d1f-0a2b-7c3d-8e4f-5a6b7c8d9e0f"
+EXAMPLE_PASSENGER_ID = "01936d1f-3c4d-7e5f-9a6b-7c8d9e0f1a2b"
 RecordLocator = Annotated[
     str,
     Field(
@@ -53,16 +56,16 @@ class HoldCreate(StrictInput):
     segments: list[SegmentInput] = Field(min_length=1, max_length=4, description="Flights in travel order.")
     passengers: PartyInput = Field(description="How many of each passenger type.")
 
-    model_config = {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        json_schema_extra={
             "examples": [
                 {
-                    "segments": [{"flight_id": "01936d1e-7c1a-7b4e-9d3f-1a2b3c4d5e6f", "booking_class": "M"}],
+                    "segments": [{"flight_id": EXAMPLE_FLIGHT_ID, "booking_class": "M"}],
                     "passengers": {"adults": 2, "children": 1, "infants": 0},
                 }
             ]
         }
-    }
+    )
 
 
 class PassengerInput(StrictInput):
@@ -93,6 +96,21 @@ class OrderCreate(StrictInput):
     passengers: list[PassengerInput] = Field(min_length=1, max_length=9, description="One entry per held passenger.")
     contact: ContactInput = Field(description="Contact for this booking.")
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "hold_id": EXAMPLE_ORDER_ID,
+                    "passengers": [
+                        {"type": "ADT", "given_name": "Anna", "family_name": "Jensen", "date_of_birth": "1985-04-12"},
+                        {"type": "CHD", "given_name": "Emil", "family_name": "Jensen", "date_of_birth": "2017-09-03"},
+                    ],
+                    "contact": {"email": "anna.jensen@example.com", "phone": "+4512345678"},
+                }
+            ]
+        }
+    )
+
 
 class CardInput(StrictInput):
     """Card details, used for this payment only and never stored."""
@@ -113,6 +131,22 @@ class PaymentCreate(StrictInput):
 
     card: CardInput = Field(description="The card to charge.")
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "card": {
+                        "number": "4242424242424242",
+                        "exp_month": 12,
+                        "exp_year": 2030,
+                        "cvc": "123",
+                        "holder": "Anna Jensen",
+                    }
+                }
+            ]
+        }
+    )
+
 
 class SeatInput(StrictInput):
     """One passenger's seat on one flight of the order."""
@@ -127,12 +161,22 @@ class SeatAssignmentCreate(StrictInput):
 
     seats: list[SeatInput] = Field(min_length=1, max_length=36, description="Requested seats.")
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"seats": [{"passenger_id": EXAMPLE_PASSENGER_ID, "flight_id": EXAMPLE_FLIGHT_ID, "seat": "14C"}]}
+            ]
+        }
+    )
+
 
 class OrderLookup(StrictInput):
     """'Manage my booking': find an order by its record locator and a passenger's family name."""
 
     record_locator: RecordLocator
     family_name: Name
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"record_locator": "K7PQ2M", "family_name": "Jensen"}]})
 
 
 class PartyRead(Output):

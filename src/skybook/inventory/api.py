@@ -282,7 +282,7 @@ async def create_flight(body: FlightCreate, container: ContainerDep, response: R
     operation_id="cancelFlight",
     summary="Cancel a flight",
     response_model=FlightRead,
-    responses=error_responses(400, 404, 422),
+    responses=error_responses(400, 404, 413, 422),
 )
 async def cancel_flight(flight_id: FlightId, container: ContainerDep) -> FlightRead:
     """Take a flight off sale; booked passengers keep their seats for re-accommodation."""

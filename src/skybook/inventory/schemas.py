@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, Field, field_validator
+from pydantic import AwareDatetime, ConfigDict, Field, field_validator
 
 from skybook.platform.schemas import Currency, IataCode, Money, Output, Page, StrictInput
 
@@ -28,6 +28,20 @@ class AirportCreate(StrictInput):
     city: str = Field(min_length=1, max_length=80, description="City served.", examples=["Copenhagen"])
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country.", examples=["DK"])
     time_zone: str = Field(description="IANA time zone of the airport.", examples=["Europe/Copenhagen"])
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "iata": "CPH",
+                    "name": "Copenhagen Airport",
+                    "city": "Copenhagen",
+                    "country": "DK",
+                    "time_zone": "Europe/Copenhagen",
+                }
+            ]
+        }
+    )
 
     @field_validator("time_zone")
     @classmethod
@@ -82,6 +96,28 @@ class AircraftTypeCreate(StrictInput):
     )
     cabins: list[CabinLayoutSchema] = Field(min_length=1, max_length=8, description="Cabins from front to back.")
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "code": "A320",
+                    "name": "Airbus A320-200",
+                    "cabins": [
+                        {"cabin": "J", "name": "Business", "first_row": 1, "last_row": 3, "layout": "AC-DF"},
+                        {
+                            "cabin": "Y",
+                            "name": "Economy",
+                            "first_row": 4,
+                            "last_row": 30,
+                            "layout": "ABC-DEF",
+                            "exit_rows": [12, 13],
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
 
 class AircraftTypeRead(Output):
     """An aircraft type with its seat map and capacity per cabin."""
@@ -119,6 +155,27 @@ class FlightCreate(StrictInput):
     fares: list[FareInput] = Field(min_length=1, max_length=26, description="Booking classes to open.")
     overbooking: dict[CabinCode, Annotated[int, Field(ge=0, le=50)]] = Field(
         default_factory=dict, description="Authorised overbooking seats per cabin (default 0)."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "carrier": "XB",
+                    "flight_number": "101",
+                    "origin": "CPH",
+                    "destination": "LHR",
+                    "departure_at": "2030-06-01T07:05:00+02:00",
+                    "arrival_at": "2030-06-01T07:55:00+01:00",
+                    "aircraft": "A320",
+                    "fares": [
+                        {"booking_class": "J", "cabin": "J", "amount": 55900, "currency": "EUR", "seat_limit": 12},
+                        {"booking_class": "M", "cabin": "Y", "amount": 15900, "currency": "EUR", "seat_limit": 80},
+                    ],
+                    "overbooking": {"Y": 3},
+                }
+            ]
+        }
     )
 
 
@@ -198,6 +255,38 @@ class ScheduleImport(StrictInput):
     period_end: dt.date = Field(description="Last date of the period, inclusive.")
     flights: list[ScheduleLine] = Field(min_length=1, max_length=2000, description="The schedule lines.")
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "carrier": "XB",
+                    "period_start": "2030-03-29",
+                    "period_end": "2030-10-24",
+                    "flights": [
+                        {
+                            "flight_number": "101",
+                            "origin": "CPH",
+                            "destination": "LHR",
+                            "departure_time": "07:05",
+                            "arrival_time": "07:55",
+                            "days_of_week": [1, 2, 3, 4, 5],
+                            "aircraft": "A320",
+                            "fares": [
+                                {
+                                    "booking_class": "M",
+                                    "cabin": "Y",
+                                    "amount": 15900,
+                                    "currency": "EUR",
+                                    "seat_limit": 80,
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
 
 class ScheduleImportResult(Output):
     """What an import did; importing the same schedule again creates nothing new."""
@@ -212,3 +301,5 @@ class BookingClassUpdate(StrictInput):
     amount: int | None = Field(None, ge=0, le=10_000_000, description="New adult fare in minor units.")
     seat_limit: int | None = Field(None, ge=0, le=1000, description="New seat limit.")
     is_open: bool | None = Field(None, description="Open or close the class for sale.")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"amount": 17900, "seat_limit": 40, "is_open": True}]})

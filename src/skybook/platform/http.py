@@ -81,6 +81,32 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def install_problem_openapi(app: FastAPI) -> None:
+    """Document error responses as ``application/problem+json`` only, which is what the server sends.
+
+    ``error_responses`` names ``ProblemDetail`` as the model so FastAPI publishes the schema, and
+    FastAPI then also lists it under the route's ``application/json``; this drops that entry.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        for path_item in document.get("paths", {}).values():
+            for operation in path_item.values():
+                if not isinstance(operation, dict):
+                    continue
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if str(status)[:1] in {"4", "5"} and PROBLEM_JSON in content:
+                        content.pop("application/json", None)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def problem_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     """A ``application/problem+json`` response."""
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
