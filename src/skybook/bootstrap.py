@@ -8,11 +8,13 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from skybook.identity import Authenticator, KeyRing, Passwords, TokenService
 from skybook.notifications import EmlWriter
 from skybook.payments import PaymentProvider, SandboxPaymentProvider
 from skybook.platform.clock import Clock, SystemClock
 from skybook.platform.db import create_engine, is_sqlite
 from skybook.platform.dispatcher import Consumer, InProcessDispatcher
+from skybook.platform.ratelimit import RateLimiter, limiter_uri
 from skybook.platform.uow import UnitOfWork
 from skybook.settings import Settings
 
@@ -27,8 +29,22 @@ class Container:
     payments: PaymentProvider
     write_lock: asyncio.Lock | None
     dispatcher: InProcessDispatcher = field(init=False)
+    passwords: Passwords = field(init=False)
+    tokens: TokenService = field(init=False)
+    limiter: RateLimiter = field(init=False)
+    authenticator: Authenticator = field(init=False)
 
     def __post_init__(self) -> None:
+        s = self.settings
+        self.passwords = Passwords(memory_kib=s.password_memory_kib, time_cost=s.password_time_cost)
+        self.tokens = TokenService(
+            KeyRing.from_settings(s.signing_keys, s.secret_key),
+            issuer=s.jwt_issuer,
+            audience=s.jwt_audience,
+            ttl=timedelta(seconds=s.access_token_ttl_seconds),
+        )
+        self.limiter = RateLimiter(limiter_uri(s.redis_url))
+        self.authenticator = Authenticator(self.engine, self.tokens, self.clock)
         writer = EmlWriter(self.settings.mail_dir, self.settings.mail_from)
         self.dispatcher = InProcessDispatcher(self.uow, self.clock, [Consumer(writer.name, writer.event_types, writer)])
 
@@ -39,6 +55,10 @@ class Container:
     @property
     def hold_ttl(self) -> timedelta:
         return timedelta(seconds=self.settings.hold_ttl_seconds)
+
+    @property
+    def refresh_ttl(self) -> timedelta:
+        return timedelta(days=self.settings.refresh_token_ttl_days)
 
     @property
     def max_passengers(self) -> int:

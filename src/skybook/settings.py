@@ -36,6 +36,29 @@ class Settings(BaseSettings):
     secret_key: str = Field("dev-secret-change-me", description="Key for signing tokens; must be set in production.")
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
+    redis_url: str | None = Field(
+        None, description="Redis URL (redis://host:6379/0); rate limits are shared through it. Empty: in memory."
+    )
+    signing_keys: str = Field(
+        "",
+        description="JWT signing keys as kid=secret pairs separated by commas, the active key first; retired "
+        "keys stay listed until their tokens expire. Empty: one key derived from secret_key.",
+    )
+    access_token_ttl_seconds: int = Field(900, ge=60, le=900, description="Access token lifetime (15 minutes at most).")
+    refresh_token_ttl_days: int = Field(30, ge=1, le=90, description="Refresh token lifetime.")
+    jwt_issuer: str = Field("skybook", description="iss claim of access tokens.")
+    jwt_audience: str = Field("skybook-api", description="aud claim of access tokens.")
+    password_memory_kib: int = Field(
+        19 * 1024, ge=19 * 1024, description="argon2id memory cost (KiB); OWASP minimum 19 MiB."
+    )
+    password_time_cost: int = Field(2, ge=2, le=10, description="argon2id iterations; OWASP minimum 2.")
+    anonymous_rate_limit: int = Field(
+        60, ge=1, description="Requests per minute per address on the routes that need no log-in."
+    )
+    cors_origins: str = Field("", description="Comma-separated origins allowed by CORS; empty allows none.")
+    allow_loopback_webhooks: bool = Field(
+        False, description="Allow outbound URLs on loopback (tests only); private ranges stay refused."
+    )
     hold_ttl_seconds: int = Field(
         900, ge=30, le=86400, description="Ticketing time limit of a hold (default 15 minutes)."
     )
@@ -59,6 +82,8 @@ class Settings(BaseSettings):
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.environment != "development" and self.secret_key in PLACEHOLDER_SECRETS:
             raise ValueError("SKYBOOK_SECRET_KEY must be set to a real secret outside development")
+        if self.environment != "development" and len(self.secret_key) < 24 and not self.signing_keys:
+            raise ValueError("SKYBOOK_SECRET_KEY must be at least 24 characters outside development")
         return self
 
     @cached_property

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from skybook.booking.model import PartySize, PassengerDetails
 from skybook.payments import Card
+from skybook.platform.security import Principal
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class HoldSeats:
 
     segments: tuple[SegmentChoice, ...]
     party: PartySize
+    actor: Principal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,7 @@ class ReleaseHold:
     """Give the seats of a hold back before it expires."""
 
     order_id: uuid.UUID
+    actor: Principal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class ConfirmOrder:
     passengers: tuple[PassengerDetails, ...]
     contact_email: str
     contact_phone: str | None
+    actor: Principal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,7 @@ class PayOrder:
 
     order_id: uuid.UUID
     card: Card
+    actor: Principal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,7 @@ class AssignSeats:
 
     order_id: uuid.UUID
     seats: tuple[SeatRequest, ...]
+    actor: Principal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +78,4 @@ class CancelOrder:
     """Cancel a hold or order; a ticketed order is voided or refunded."""
 
     order_id: uuid.UUID
+    actor: Principal | None = None

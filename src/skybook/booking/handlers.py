@@ -45,6 +45,7 @@ from skybook.platform.clock import Clock
 from skybook.platform.errors import (
     AlreadyPaid,
     HoldExpired,
+    HoldLimitReached,
     InvalidRequest,
     InvalidState,
     PaymentDeclined,
@@ -53,6 +54,7 @@ from skybook.platform.errors import (
     SeatUnavailable,
 )
 from skybook.platform.events import Event, uuid7
+from skybook.platform.security import Principal
 from skybook.platform.uow import UnitOfWork
 
 LIVE = (OrderStatus.HELD, OrderStatus.CONFIRMED)
@@ -96,7 +98,18 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> uuid.UUID:
     now = deps.clock.now()
     order_id = uuid7()
     seats = cmd.party.seats
+    actor = cmd.actor
     async with deps.uow() as uow:
+        if actor is not None:
+            # OWASP API6: one principal cannot sit on unlimited unpaid seats. Counted without a lock,
+            # so concurrent holds of one principal may pass the cap by their own number at most.
+            unpaid = await repo.unpaid_seats_of(uow.conn, actor.id)
+            if unpaid + seats > actor.max_unpaid_seats:
+                raise HoldLimitReached(
+                    f"you hold {unpaid} unpaid seats; your plan allows {actor.max_unpaid_seats}. "
+                    "Pay, release or let some holds expire first.",
+                    limit=actor.max_unpaid_seats,
+                )
         taken: dict[uuid.UUID, inventory.TakenSeats] = {}
         # Sorted, so concurrent multi-segment holds lock counters in one global order.
         for seg in sorted(cmd.segments, key=lambda s: (str(s.flight_id), s.booking_class)):
@@ -151,6 +164,7 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> uuid.UUID:
             Event(
                 type="hold.created",
                 aggregate_id=str(order_id),
+                tenant_id=str(actor.tenant_id) if actor else None,
                 data={
                     "order_id": str(order_id),
                     "expires_at": expires_at.isoformat(),
@@ -168,7 +182,7 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> uuid.UUID:
 async def release_hold(cmd: ReleaseHold, deps: BookingDeps) -> None:
     """Give a hold's seats back at once instead of waiting for it to expire."""
     async with deps.uow() as uow:
-        order = await repo.lock_order(uow.conn, cmd.order_id)
+        order = await repo.lock_order(uow.conn, cmd.order_id, cmd.actor)
         require_status(order.status, {OrderStatus.HELD}, action="release")
         segments = await repo.load_segments(uow.conn, cmd.order_id)
         await repo.set_status(
@@ -194,7 +208,7 @@ async def confirm_order(cmd: ConfirmOrder, deps: BookingDeps) -> str:
     """Name the passengers of a live hold; returns the new record locator."""
     now = deps.clock.now()
     async with deps.uow() as uow:
-        order = await repo.lock_order(uow.conn, cmd.order_id)
+        order = await repo.lock_order(uow.conn, cmd.order_id, cmd.actor)
         require_status(order.status, {OrderStatus.HELD}, action="confirm")
         if order.expires_at <= now:
             raise HoldExpired("the hold expired; hold the seats again")
@@ -258,7 +272,7 @@ async def pay_order(cmd: PayOrder, deps: BookingDeps) -> None:
     now = deps.clock.now()
     payment_id = uuid7()
     async with deps.uow() as uow:
-        order = await repo.lock_order(uow.conn, cmd.order_id)
+        order = await repo.lock_order(uow.conn, cmd.order_id, cmd.actor)
         if order.status == OrderStatus.TICKETED:
             raise AlreadyPaid("the order is already paid and ticketed")
         if order.status == OrderStatus.HELD:
@@ -447,7 +461,7 @@ async def assign_seats(cmd: AssignSeats, deps: BookingDeps) -> None:
         raise InvalidRequest("no seats requested")
     now = deps.clock.now()
     async with deps.uow() as uow:
-        order = await repo.lock_order(uow.conn, cmd.order_id)
+        order = await repo.lock_order(uow.conn, cmd.order_id, cmd.actor)
         require_status(order.status, {OrderStatus.CONFIRMED, OrderStatus.TICKETED}, action="assign seats on")
         segments = {s.flight_id: s for s in await repo.load_segments(uow.conn, cmd.order_id)}
         people = {p.id: p for p in await repo.passenger_rows(uow.conn, cmd.order_id)}
@@ -516,10 +530,10 @@ async def assign_seats(cmd: AssignSeats, deps: BookingDeps) -> None:
 async def cancel_order(cmd: CancelOrder, deps: BookingDeps) -> None:
     """Cancel: before ticketing release the seats; after, void (day of issue) or refund, then release."""
     async with deps.uow() as uow:
-        order = await repo.get_order_row(uow.conn, cmd.order_id)
+        order = await repo.get_order_row(uow.conn, cmd.order_id, cmd.actor)
     require_status(order.status, {*LIVE, OrderStatus.TICKETED}, action="cancel")
     if order.status != OrderStatus.TICKETED:
-        await _cancel_unticketed(cmd.order_id, deps)
+        await _cancel_unticketed(cmd.order_id, deps, cmd.actor)
         return
 
     # Ticketed: settle the money first (idempotent at the provider), then change our state.
@@ -606,9 +620,9 @@ async def cancel_order(cmd: CancelOrder, deps: BookingDeps) -> None:
         await uow.commit()
 
 
-async def _cancel_unticketed(order_id: uuid.UUID, deps: BookingDeps) -> None:
+async def _cancel_unticketed(order_id: uuid.UUID, deps: BookingDeps, actor: Principal | None) -> None:
     async with deps.uow() as uow:
-        order = await repo.lock_order(uow.conn, order_id)
+        order = await repo.lock_order(uow.conn, order_id, actor)
         require_status(order.status, set(LIVE), action="cancel")
         pending = await uow.conn.scalar(
             sa.select(payments.c.id).where(payments.c.order_id == order_id, payments.c.status == "pending")

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from skybook import inventory
 from skybook.booking.model import name_key
+from skybook.booking.repository import visible_to
 from skybook.booking.tables import (
     order_segments,
     orders,
@@ -20,26 +21,29 @@ from skybook.booking.tables import (
     tickets,
 )
 from skybook.platform.errors import NotFound
+from skybook.platform.security import Principal
 
 f = inventory.flights.c
 
 
-async def order_view(conn: AsyncConnection, order_id: uuid.UUID) -> dict[str, Any]:
+async def order_view(conn: AsyncConnection, order_id: uuid.UUID, actor: Principal | None = None) -> dict[str, Any]:
     """Everything about one order, shaped like ``OrderRead``."""
-    views = await _order_views(conn, [orders.c.id == order_id])
+    views = await _order_views(conn, [orders.c.id == order_id, *visible_to(actor)])
     if not views:
         raise NotFound(f"order {order_id} does not exist")
     return views[0]
 
 
-async def find_by_locator(conn: AsyncConnection, record_locator: str, family_name: str) -> dict[str, Any]:
+async def find_by_locator(
+    conn: AsyncConnection, record_locator: str, family_name: str, actor: Principal | None = None
+) -> dict[str, Any]:
     """'Manage my booking': the order with this locator that has a passenger of this family name.
 
     A wrong name answers exactly like a wrong locator, so locators cannot be probed by name.
     """
     key = name_key(family_name)
     match = sa.exists().where(passengers.c.order_id == orders.c.id, passengers.c.family_name_key == key)
-    views = await _order_views(conn, [orders.c.record_locator == record_locator.upper(), match])
+    views = await _order_views(conn, [orders.c.record_locator == record_locator.upper(), match, *visible_to(actor)])
     if not views:
         raise NotFound("no booking matches this record locator and family name")
     return views[0]

@@ -22,6 +22,7 @@ from skybook.booking.tables import (
 from skybook.inventory import flights
 from skybook.platform.db import insert_ignoring_conflicts
 from skybook.platform.errors import Conflict, NotFound
+from skybook.platform.security import Principal
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +62,34 @@ class SegmentRow:
     aircraft_code: str
 
 
-async def lock_order(conn: AsyncConnection, order_id: uuid.UUID) -> OrderRow:
+def visible_to(actor: Principal | None) -> list[sa.ColumnElement[bool]]:
+    """Filters that hide other tenants' orders (and, from travellers, other people's orders).
+
+    Another tenant's order is answered exactly like a missing one.
+    """
+    if actor is None:
+        return []
+    where: list[sa.ColumnElement[bool]] = []
+    if actor.tenant_filter is not None:
+        where.append(orders.c.tenant_id == actor.tenant_filter)
+    if actor.owner_filter is not None:
+        where.append(orders.c.created_by == actor.owner_filter)
+    return where
+
+
+async def lock_order(conn: AsyncConnection, order_id: uuid.UUID, actor: Principal | None = None) -> OrderRow:
     """Load an order and lock its row until the transaction ends (PostgreSQL; SQLite has one writer)."""
-    row = (await conn.execute(sa.select(orders).where(orders.c.id == order_id).with_for_update())).first()
+    row = (
+        await conn.execute(sa.select(orders).where(orders.c.id == order_id, *visible_to(actor)).with_for_update())
+    ).first()
     if row is None:
         raise NotFound(f"order {order_id} does not exist")
     return _order(row)
 
 
-async def get_order_row(conn: AsyncConnection, order_id: uuid.UUID) -> OrderRow:
+async def get_order_row(conn: AsyncConnection, order_id: uuid.UUID, actor: Principal | None = None) -> OrderRow:
     """Load an order without locking it."""
-    row = (await conn.execute(sa.select(orders).where(orders.c.id == order_id))).first()
+    row = (await conn.execute(sa.select(orders).where(orders.c.id == order_id, *visible_to(actor)))).first()
     if row is None:
         raise NotFound(f"order {order_id} does not exist")
     return _order(row)
@@ -203,3 +221,13 @@ async def passenger_rows(conn: AsyncConnection, order_id: uuid.UUID) -> list[sa.
 async def free_seats(conn: AsyncConnection, order_id: uuid.UUID) -> None:
     """Drop the order's seat assignments so others can take those seats."""
     await conn.execute(sa.delete(seat_assignments).where(seat_assignments.c.order_id == order_id))
+
+
+async def unpaid_seats_of(conn: AsyncConnection, principal_id: uuid.UUID) -> int:
+    """Seats a principal holds in live (unpaid) orders."""
+    total = await conn.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(orders.c.adults + orders.c.children), 0)).where(
+            orders.c.created_by == principal_id, orders.c.status.in_(["held", "confirmed"])
+        )
+    )
+    return int(total or 0)

@@ -11,6 +11,9 @@ orders = sa.Table(
     metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
     sa.Column("status", sa.String(16), nullable=False),
+    # Who owns it: the tenant and the principal (user or API key) that made the hold.
+    sa.Column("tenant_id", sa.Uuid, index=True),
+    sa.Column("created_by", sa.Uuid),
     sa.Column("record_locator", sa.String(6), unique=True),
     sa.Column("adults", sa.SmallInteger, nullable=False),
     sa.Column("children", sa.SmallInteger, nullable=False),
@@ -34,6 +37,13 @@ sa.Index(
     postgresql_where=orders.c.status.in_(["held", "confirmed"]),
 )
 sa.Index("ix_orders_created_at", orders.c.created_at)
+# The seat-hoarding cap counts a principal's unpaid seats.
+sa.Index(
+    "ix_orders_live_by_creator",
+    orders.c.created_by,
+    sqlite_where=orders.c.status.in_(["held", "confirmed"]),
+    postgresql_where=orders.c.status.in_(["held", "confirmed"]),
+)
 
 order_segments = sa.Table(
     "order_segments",

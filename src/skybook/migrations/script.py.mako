@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy import Text  # noqa: F401 - autogenerate renders JSONB(astext_type=Text())
+from sqlalchemy.dialects import postgresql  # noqa: F401
 
-import skybook.platform.db
+import skybook.platform.db  # noqa: F401
 ${imports if imports else ""}
 
 revision = ${repr(up_revision)}

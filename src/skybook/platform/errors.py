@@ -16,9 +16,10 @@ class DomainError(Exception):
     status: ClassVar[int] = 400
     title: ClassVar[str] = "Request cannot be processed"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -122,3 +123,27 @@ class Conflict(DomainError):
     code = "conflict"
     status = 409
     title = "Conflicting request"
+
+
+class RateLimited(DomainError):
+    code = "rate_limited"
+    status = 429
+    title = "Too many requests"
+
+
+class HoldLimitReached(DomainError):
+    code = "hold_limit_reached"
+    status = 429
+    title = "Too many unpaid seats held"
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"
+    status = 401
+    title = "Authentication required"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    status = 403
+    title = "Not allowed"

@@ -1,0 +1,110 @@
+"""Authentication of every request: Bearer access tokens (JWT) and API keys.
+
+Looks of users and keys are cached for at most a second per process, so logout, password
+change, role change and key revocation take effect everywhere within a second while a busy
+client costs one database read per second, not one per request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+
+from skybook.identity.handlers import PrincipalRow, api_key_subject, load_principal
+from skybook.identity.model import Unauthenticated
+from skybook.identity.tokens import InvalidToken, TokenService, digest
+from skybook.platform.clock import Clock
+from skybook.platform.security import Principal
+
+CACHE_SECONDS = 1.0
+_CACHE_MAX = 50_000
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="skybook"'}
+
+
+class _TTLCache:
+    """A small time-bounded cache; good enough for a one-second memo of auth look-ups."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._data: dict[Any, tuple[float, Any]] = {}
+
+    async def get(self, key: Any, load: Callable[[], Awaitable[Any]]) -> Any:
+        now = time.monotonic()
+        hit = self._data.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = await load()
+        if len(self._data) >= _CACHE_MAX:
+            self._data.clear()
+        self._data[key] = (now + self.ttl, value)
+        return value
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class Authenticator:
+    """Resolves the ``Authorization`` header to a principal, or answers 401."""
+
+    def __init__(
+        self, engine: AsyncEngine, tokens: TokenService, clock: Clock, *, cache_seconds: float = CACHE_SECONDS
+    ) -> None:
+        self.engine = engine
+        self.tokens = tokens
+        self.clock = clock
+        self._principals = _TTLCache(cache_seconds)
+        self._keys = _TTLCache(cache_seconds)
+
+    async def authenticate(self, request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, credential = header.partition(" ")
+        credential = credential.strip()
+        if not credential:
+            credential = request.headers.get("x-api-key", "").strip()
+            scheme = "bearer" if credential else scheme
+        if scheme.lower() != "bearer" or not credential or len(credential) > 4096:
+            raise Unauthenticated("send a Bearer access token or an API key", headers=_CHALLENGE)
+        if credential.startswith("sbk_"):
+            return await self._api_key(credential)
+        return await self._access_token(credential)
+
+    async def _access_token(self, token: str) -> Principal:
+        try:
+            claims = self.tokens.verify(token, now=self.clock.now())
+        except InvalidToken:
+            raise Unauthenticated("the access token is not valid", headers=_CHALLENGE) from None
+        row = await self._principal(claims.subject, claims.kind)
+        if row is None or not row.active:
+            raise Unauthenticated("the access token is not valid", headers=_CHALLENGE)
+        if claims.kind == "user" and claims.session_version != row.session_version:
+            raise Unauthenticated("the session has ended; log in again", headers=_CHALLENGE)
+        return row.principal
+
+    async def _api_key(self, credential: str) -> Principal:
+        async def find() -> uuid.UUID | None:
+            async with self.engine.connect() as conn:
+                return await api_key_subject(conn, credential, self.clock.now())
+
+        subject = await self._keys.get(digest(credential), find)
+        row = await self._principal(subject, "api_key") if subject is not None else None
+        if row is None or not row.active:
+            raise Unauthenticated("the API key is not valid", headers=_CHALLENGE)
+        return row.principal
+
+    async def _principal(self, subject: uuid.UUID, kind: str) -> PrincipalRow | None:
+        async def load() -> PrincipalRow | None:
+            async with self.engine.connect() as conn:
+                return await load_principal(conn, subject, kind)
+
+        row: PrincipalRow | None = await self._principals.get((kind, subject), load)
+        return row
+
+    def forget(self) -> None:
+        """Drop cached look-ups (tests, and after this process itself revoked something)."""
+        self._principals.clear()
+        self._keys.clear()
