@@ -63,9 +63,10 @@ async def create_hold(body: HoldCreate, container: ContainerDep, response: Respo
         segments=tuple(SegmentChoice(s.flight_id, s.booking_class) for s in body.segments),
         party=PartySize(body.passengers.adults, body.passengers.children, body.passengers.infants),
     )
-    order_id = await handlers.hold_seats(cmd, container)
-    response.headers["Location"] = f"/v1/holds/{order_id}"
-    return await _read(container, order_id)
+    hold = await handlers.hold_seats(cmd, container)
+    response.headers["Location"] = f"/v1/holds/{hold.id}"
+    # Built from what the hold's own statements returned: no second transaction to read it back.
+    return to_order_read(queries.held_order_view(hold))
 
 
 @router.get(

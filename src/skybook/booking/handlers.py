@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from skybook.booking.commands import (
 )
 from skybook.booking.model import (
     OrderStatus,
+    PartySize,
     PassengerType,
     check_passengers,
     name_key,
@@ -79,6 +81,19 @@ class BookingDeps(Protocol):
     def uow(self) -> UnitOfWork: ...
 
 
+@dataclass(frozen=True, slots=True)
+class HeldOrder:
+    """What a new hold committed: enough to describe it without reading it back."""
+
+    id: uuid.UUID
+    party: PartySize
+    total_amount: int
+    currency: str
+    expires_at: datetime
+    created_at: datetime
+    segments: tuple[inventory.TakenSeats, ...]
+
+
 def _inventory_changed(flight_ids: Sequence[uuid.UUID], reason: str, order_id: uuid.UUID) -> Event:
     ids = sorted({str(f) for f in flight_ids})
     return Event(
@@ -88,7 +103,7 @@ def _inventory_changed(flight_ids: Sequence[uuid.UUID], reason: str, order_id: u
     )
 
 
-async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> uuid.UUID:
+async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
     """Take the seats of every segment at once, or none of them."""
     cmd.party.check(max_passengers=deps.max_passengers)
     if not 1 <= len(cmd.segments) <= 4:
@@ -176,7 +191,15 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> uuid.UUID:
             _inventory_changed(list(taken), "hold", order_id),
         )
         await uow.commit()
-    return order_id
+    return HeldOrder(
+        id=order_id,
+        party=cmd.party,
+        total_amount=total,
+        currency=itinerary[0].currency,
+        expires_at=expires_at,
+        created_at=now,
+        segments=tuple(itinerary),
+    )
 
 
 async def release_hold(cmd: ReleaseHold, deps: BookingDeps) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,6 +23,9 @@ from skybook.booking.tables import (
 from skybook.platform.errors import NotFound
 from skybook.platform.security import Principal
 
+if TYPE_CHECKING:
+    from skybook.booking.handlers import HeldOrder
+
 f = inventory.flights.c
 
 
@@ -32,6 +35,57 @@ async def order_view(conn: AsyncConnection, order_id: uuid.UUID, actor: Principa
     if not views:
         raise NotFound(f"order {order_id} does not exist")
     return views[0]
+
+
+def held_order_view(hold: HeldOrder) -> dict[str, Any]:
+    """A just-committed hold, shaped like ``order_view`` (every field ``OrderRead`` shows).
+
+    A new hold has no record locator, contact, passengers, seats or tickets yet; everything else
+    was returned by the statements that took the seats, so answering needs no second query.
+    bench/booking.py checks on every run that the answer equals GET /v1/holds/{id}.
+    """
+    return {
+        "id": hold.id,
+        "status": "held",
+        "record_locator": None,
+        "adults": hold.party.adults,
+        "children": hold.party.children,
+        "infants": hold.party.infants,
+        "total_amount": hold.total_amount,
+        "currency": hold.currency,
+        "expires_at": hold.expires_at,
+        "contact_email": None,
+        "contact_phone": None,
+        "created_at": hold.created_at,
+        "confirmed_at": None,
+        "ticketed_at": None,
+        "cancelled_at": None,
+        "segments": [
+            {
+                "order_id": hold.id,
+                "segment_no": i,
+                "flight_id": t.flight_id,
+                "booking_class": t.booking_class,
+                "booking_class_id": t.booking_class_id,
+                "cabin": t.cabin,
+                "cabin_id": t.cabin_id,
+                "seats": t.seats,
+                "fare_amount": t.fare_amount,
+                "currency": t.currency,
+                "carrier": t.carrier,
+                "flight_number": t.flight_number,
+                "origin": t.origin,
+                "destination": t.destination,
+                "departure_at": t.departure_at,
+                "arrival_at": t.arrival_at,
+                "origin_zone": t.origin_zone,
+                "destination_zone": t.destination_zone,
+            }
+            for i, t in enumerate(hold.segments, start=1)
+        ],
+        "passengers": [],
+        "tickets": [],
+    }
 
 
 async def find_by_locator(

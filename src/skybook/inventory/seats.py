@@ -17,7 +17,7 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from skybook.inventory.tables import booking_classes, flight_cabins, flights
+from skybook.inventory.tables import airports, booking_classes, flight_cabins, flights
 from skybook.platform.errors import BookingClassClosed, FlightNotBookable, NotFound, SoldOut
 
 bc = booking_classes.c
@@ -41,9 +41,15 @@ class TakenSeats:
     destination: str
     departure_at: datetime
     arrival_at: datetime
+    carrier: str
+    flight_number: str
+    origin_zone: str
+    destination_zone: str
 
 
 fl = flights.c
+_origin = airports.alias("origin_airport")
+_destination = airports.alias("destination_airport")
 
 _class_has_room = (
     bc.flight_id == sa.bindparam("fid"),
@@ -63,13 +69,17 @@ _flight_details = (
     fl.destination,
     fl.departure_at,
     fl.arrival_at,
+    _origin.c.time_zone.label("origin_zone"),
+    _destination.c.time_zone.label("destination_zone"),
 )
+_flight_airports = (_origin.c.iata == fl.origin, _destination.c.iata == fl.destination)
 
 # PostgreSQL: one statement checks the flight is on sale and the class has room, takes the seats
-# and returns what the hold needs to price and describe the segment (UPDATE ... FROM ... RETURNING).
+# and returns what the hold needs to price and describe the segment (UPDATE ... FROM ... RETURNING),
+# the airports' time zones included so the hold can be answered without reading it back.
 _take_class_returning_flight = (
     sa.update(booking_classes)
-    .where(*_class_has_room, *_flight_on_sale)
+    .where(*_class_has_room, *_flight_on_sale, *_flight_airports)
     .values(held=bc.held + sa.bindparam("n"))
     .returning(bc.id, bc.cabin_id, bc.fare_amount, bc.currency, *_flight_details)
 )
@@ -80,7 +90,7 @@ _take_class = (
     .values(held=bc.held + sa.bindparam("n"))
     .returning(bc.id, bc.cabin_id, bc.fare_amount, bc.currency)
 )
-_select_flight = sa.select(*_flight_details).where(fl.id == sa.bindparam("fid"))
+_select_flight = sa.select(*_flight_details).where(fl.id == sa.bindparam("fid"), *_flight_airports)
 
 _take_cabin = (
     sa.update(flight_cabins)
@@ -124,6 +134,10 @@ async def take_seats(
         destination=flight.destination,
         departure_at=flight.departure_at,
         arrival_at=flight.arrival_at,
+        carrier=flight.carrier,
+        flight_number=flight.flight_number,
+        origin_zone=flight.origin_zone,
+        destination_zone=flight.destination_zone,
     )
 
 
