@@ -13,8 +13,12 @@ if TYPE_CHECKING:
     from skybook.bootstrap import Container
 
 
-def get_container(request: Request) -> Container:
-    """The process's composition root, stored on the app at start-up."""
+async def get_container(request: Request) -> Container:
+    """The process's composition root, stored on the app at start-up.
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, which cost
+    every request a thread hand-off.
+    """
     container: Container = request.app.state.container
     return container
 
