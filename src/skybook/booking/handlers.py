@@ -60,6 +60,10 @@ from skybook.platform.security import Principal
 from skybook.platform.uow import UnitOfWork
 
 LIVE = (OrderStatus.HELD, OrderStatus.CONFIRMED)
+# Built once: a statement whose values arrive as parameters is compiled once and then found in the
+# cache by identity, instead of being rebuilt (and its cache key recomputed) on every hold.
+_INSERT_ORDER = sa.insert(orders)
+_INSERT_SEGMENTS = sa.insert(order_segments)
 # A payment left pending this long (its process died mid-call) no longer shields the order from expiry.
 STALE_PAYMENT = timedelta(minutes=5)
 
@@ -145,20 +149,21 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
         total = sum(cmd.party.price(t.fare_amount) for t in itinerary)
         expires_at = now + deps.hold_ttl
         await uow.conn.execute(
-            sa.insert(orders).values(
-                id=order_id,
-                status=OrderStatus.HELD,
-                adults=cmd.party.adults,
-                children=cmd.party.children,
-                infants=cmd.party.infants,
-                total_amount=total,
-                currency=itinerary[0].currency,
-                expires_at=expires_at,
-                created_at=now,
-            )
+            _INSERT_ORDER,
+            {
+                "id": order_id,
+                "status": OrderStatus.HELD,
+                "adults": cmd.party.adults,
+                "children": cmd.party.children,
+                "infants": cmd.party.infants,
+                "total_amount": total,
+                "currency": itinerary[0].currency,
+                "expires_at": expires_at,
+                "created_at": now,
+            },
         )
         await uow.conn.execute(
-            sa.insert(order_segments),
+            _INSERT_SEGMENTS,
             [
                 {
                     "order_id": order_id,

@@ -18,6 +18,7 @@ from skybook.platform.outbox import outbox, outbox_rows
 # PostgreSQL SQLSTATEs that mean "someone else holds what you need": lock_not_available,
 # deadlock_detected, serialization_failure. The caller gets a retryable 503, not a 500.
 _BUSY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+_INSERT_OUTBOX = sa.insert(outbox)
 
 
 class UnitOfWork:
@@ -69,7 +70,7 @@ class UnitOfWork:
     async def commit(self) -> None:
         """Write queued events to the outbox and commit the transaction."""
         if self._events:
-            await self.conn.execute(sa.insert(outbox), outbox_rows(self._events))
+            await self.conn.execute(_INSERT_OUTBOX, outbox_rows(self._events))
         await self.conn.commit()
         had_events = bool(self._events)
         self._events = []
