@@ -89,12 +89,18 @@ class InProcessDispatcher:
                     .limit(self._batch)
                 )
             )
+        # Events no consumer subscribes to (most of them: inventory.changed, hold.created, ...) are
+        # marked dispatched together in one statement at the end of the batch instead of one
+        # transaction each; a crash before that only means they are looked at again.
+        unobserved: list[int] = []
         for row in rows:
+            interested = [c for c in self.consumers if row.type in c.event_types]
+            if not interested:
+                unobserved.append(row.position)
+                continue
             event = event_from_row(row)
             error = None
-            for consumer in self.consumers:
-                if event.type not in consumer.event_types:
-                    continue
+            for consumer in interested:
                 try:
                     async with self._uow() as uow:
                         if await claim_inbox(uow.conn, consumer=consumer.name, event=event):
@@ -109,5 +115,13 @@ class InProcessDispatcher:
                 else:
                     values = {"attempts": o.attempts + 1, "last_error": error}
                 await uow.conn.execute(sa.update(outbox).where(o.position == row.position).values(**values))
+                await uow.commit()
+        if unobserved:
+            async with self._uow() as uow:
+                await uow.conn.execute(
+                    sa.update(outbox)
+                    .where(o.position.in_(unobserved), o.dispatched_at.is_(None))
+                    .values(dispatched_at=self._clock.now())
+                )
                 await uow.commit()
         return len(rows)
