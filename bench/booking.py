@@ -151,10 +151,11 @@ def _machine_busy() -> tuple[float, float]:
 class CpuMeter:
     """CPU seconds used between start() and stop() by the machine, a process tree and postgres."""
 
-    def __init__(self, server_pid: int | None) -> None:
+    def __init__(self, server_pid: int | None, database: str | None = None) -> None:
         self.server_pid = server_pid
+        self.database = database
 
-    def _sample(self) -> dict[str, float]:
+    def _sample(self) -> dict[str, Any]:
         procs = _all_procs()
         tree: set[int] = set()
         if self.server_pid is not None:
@@ -166,34 +167,64 @@ class CpuMeter:
                     if ppid in tree and pid not in tree:
                         tree.add(pid)
                         changed = True
+        postgres: dict[int, float] = {}
+        bench_backends: set[int] = set()
+        for pid, (comm, _, cpu) in procs.items():
+            if comm.startswith("postgres"):
+                postgres[pid] = cpu
+                if self.database and _is_backend_of(pid, self.database):
+                    bench_backends.add(pid)
         busy, total = _machine_busy()
         return {
             "machine_busy": busy,
             "machine_total": total,
-            "server": sum(procs[p][2] for p in tree if p in procs),
-            "postgres": sum(cpu for comm, _, cpu in procs.values() if comm.startswith("postgres")),
+            "server": {p: procs[p][2] for p in tree if p in procs},
+            "postgres": postgres,
+            "bench_backends": bench_backends,
         }
+
+    @staticmethod
+    def _grown(before: dict[int, float], after: dict[int, float], only: set[int] | None = None) -> float:
+        # Per process, so one that exits between the samples cannot make the sum negative.
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items() if only is None or pid in only)
 
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._s0 = self._sample()
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, Any]:
         s1 = self._sample()
+        s0 = self._s0
         wall = time.monotonic() - self._t0
-        d = {k: s1[k] - self._s0[k] for k in s1}
+        server = self._grown(s0["server"], s1["server"])
+        pg_all = self._grown(s0["postgres"], s1["postgres"])
+        pg_bench = self._grown(s0["postgres"], s1["postgres"], only=s1["bench_backends"])
+        d_busy = s1["machine_busy"] - s0["machine_busy"]
+        d_total = s1["machine_total"] - s0["machine_total"]
         ncpu = os.cpu_count() or 1
-        busy_cores = ncpu * d["machine_busy"] / d["machine_total"] if d["machine_total"] else 0.0
+        busy_cores = ncpu * d_busy / d_total if d_total else 0.0
         return {
             "wall_s": round(wall, 2),
             "machine_busy_pct": round(100 * busy_cores / ncpu, 1),
-            "server_cores": round(d["server"] / wall, 2),
-            "postgres_cores": round(d["postgres"] / wall, 2),
-            "server_cpu_s": round(d["server"], 2),
-            "postgres_cpu_s": round(d["postgres"], 2),
+            "server_cores": round(server / wall, 2),
+            # Backends connected to the bench database, and every postgres process (others' too).
+            "postgres_bench_cores": round(pg_bench / wall, 2),
+            "postgres_all_cores": round(pg_all / wall, 2),
+            "server_cpu_s": round(server, 2),
+            "postgres_bench_cpu_s": round(pg_bench, 2),
             # Whatever else ran (the load generator, the kernel, other users of the machine).
-            "rest_cores": round(max(0.0, busy_cores - (d["server"] + d["postgres"]) / wall), 2),
+            "rest_cores": round(max(0.0, busy_cores - (server + pg_all) / wall), 2),
         }
+
+
+def _is_backend_of(pid: int, database: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().decode(errors="replace")
+    except OSError:
+        return False
+    # A backend's title is "postgres: 15/main: USER DATABASE HOST(PORT) STATE".
+    return f" {database} " in cmd
 
 
 def wait_for_quiet(max_wait_s: float, busy_below_pct: float = 25.0) -> dict[str, float]:
@@ -689,10 +720,6 @@ math.randomseed(7)
 request = function()
   return wrk.format("POST", "/v1/holds", headers, bodies[math.random(#bodies)])
 end
-local non201 = 0
-response = function(status, hdrs, body)
-  if status ~= 201 then non201 = non201 + 1 end
-end
 done = function(summary, latency, requests)
   io.write(string.format("WRKJSON {{\\"requests\\": %d, \\"duration_us\\": %d, \\"p50_us\\": %d, \\"p99_us\\": %d, "
     .. "\\"max_us\\": %d, \\"socket_errors\\": %d, \\"status_errors\\": %d}}\\n",
@@ -714,12 +741,13 @@ end
         return {"error": (proc.stdout + proc.stderr)[-2000:]}
     raw = json.loads(m.group(1))
     return {
+        "completed_incl_warmup": raw["requests"],  # wrk has no warm-up: every request counts
         "per_second": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
         "p50_ms": round(raw["p50_us"] / 1000, 2),
         "p99_ms": round(raw["p99_us"] / 1000, 2),
         "max_ms": round(raw["max_us"] / 1000, 2),
         "errors": raw["socket_errors"] + raw["status_errors"],
-        "note": "wrk counts answers other than 2xx as status errors; non-201 counted by the script only in logs",
+        "note": "errors = socket errors + HTTP status >= 400 (wrk's own count)",
     }
 
 
@@ -758,6 +786,9 @@ def main() -> None:
             raise SystemExit("the benchmark only talks to a database on 127.0.0.1")
 
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    import sqlalchemy as sa
+
+    bench_db = sa.engine.make_url(args.database_url).database
     workdir = Path(tempfile.mkdtemp(prefix="skybook-bench-"))
     env = {
         **os.environ,
@@ -822,7 +853,7 @@ def main() -> None:
                 if phase == "open_holds":
                     cfg.update(rate=args.rate, connections=512)
                 quiet = wait_for_quiet(args.quiet_wait)
-                meter = CpuMeter(server.proc.pid)
+                meter = CpuMeter(server.proc.pid, bench_db)
                 stats0 = asyncio.run(pg_stats(args.database_url))
                 meter.start()
                 res = run_client(cfg, workdir)
@@ -831,7 +862,7 @@ def main() -> None:
                 res["database"] = stats_delta(stats0, asyncio.run(pg_stats(args.database_url)))
                 done = max(1, res["completed_incl_warmup"])
                 res["cpu"]["server_cpu_ms_per_op"] = round(1000 * res["cpu"]["server_cpu_s"] / done, 2)
-                res["cpu"]["postgres_cpu_ms_per_op"] = round(1000 * res["cpu"]["postgres_cpu_s"] / done, 2)
+                res["cpu"]["postgres_cpu_ms_per_op"] = round(1000 * res["cpu"]["postgres_bench_cpu_s"] / done, 2)
                 if args.run_workers == "true":
                     res["dispatcher"] = wait_outbox_drained(args.database_url, timeout_s=180)
                 results[phase] = res
@@ -839,14 +870,14 @@ def main() -> None:
                 print(f"[bench] {phase}: {json.dumps(brief)}", file=sys.stderr)
             if args.wrk or "wrk" in phases:
                 quiet = wait_for_quiet(args.quiet_wait)
-                meter = CpuMeter(server.proc.pid)
+                meter = CpuMeter(server.proc.pid, bench_db)
                 meter.start()
                 res = run_wrk(server.base_url, targets, args.clients, args.duration, workdir)
                 res["cpu"] = meter.stop()
                 res["cpu"]["before"] = quiet
                 done = max(1, res["completed_incl_warmup"])
                 res["cpu"]["server_cpu_ms_per_op"] = round(1000 * res["cpu"]["server_cpu_s"] / done, 2)
-                res["cpu"]["postgres_cpu_ms_per_op"] = round(1000 * res["cpu"]["postgres_cpu_s"] / done, 2)
+                res["cpu"]["postgres_cpu_ms_per_op"] = round(1000 * res["cpu"]["postgres_bench_cpu_s"] / done, 2)
                 if args.run_workers == "true":
                     res["dispatcher"] = wait_outbox_drained(args.database_url, timeout_s=180)
                 results["closed_holds_wrk"] = res
@@ -857,7 +888,7 @@ def main() -> None:
         pg: list[dict[str, Any]] = []
         for c in [int(x) for x in args.pgbench_clients.split(",") if x.strip()]:
             quiet = wait_for_quiet(args.quiet_wait)
-            meter = CpuMeter(None)
+            meter = CpuMeter(None, bench_db)
             meter.start()
             r = run_pgbench(args.database_url, c, args.duration, len(targets), threads=2)
             r["cpu"] = meter.stop()
@@ -872,6 +903,12 @@ def main() -> None:
     pg_tps = [r["tps"] for r in results.get("pgbench", []) if "tps" in r]
     if holds is not None:
         summary["holds_per_second"] = holds
+        summary["holds_p99_ms"] = results["closed_holds"]["p99_ms"]
+        summary["holds_errors"] = results["closed_holds"]["errors"]
+        # CPU that other processes took while holds were measured (0 on a dedicated machine).
+        summary["other_load_cores_during_holds"] = round(
+            max(0.0, results["closed_holds"]["cpu"]["rest_cores"] - results["closed_holds"]["client_cpu_cores"]), 2
+        )
     for r in results.get("pgbench", []):
         if holds and "tps" in r:
             summary[f"ratio_vs_pgbench_c{r['clients']}"] = round(holds / r["tps"], 3)
