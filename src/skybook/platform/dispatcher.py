@@ -47,6 +47,7 @@ class InProcessDispatcher:
         poll_interval: float = 1.0,
         batch_size: int = 200,
         max_attempts: int = 5,
+        coalesce_seconds: float = 0.02,
     ) -> None:
         self._uow = uow_factory
         self._clock = clock
@@ -54,6 +55,7 @@ class InProcessDispatcher:
         self._poll = poll_interval
         self._batch = batch_size
         self._max_attempts = max_attempts
+        self._coalesce = coalesce_seconds
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -66,9 +68,15 @@ class InProcessDispatcher:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+            if self._wake.is_set() and not self._stopping and self._coalesce > 0:
+                # Let the commits of the next few milliseconds join this round: under load one
+                # round per commit cost more transactions than the commits themselves.
+                await asyncio.sleep(self._coalesce)
             self._wake.clear()
             try:
-                while await self.drain():
+                # A partial batch means the outbox is drained; a commit since then sets the wake
+                # flag again, so looking once more would only read an empty outbox.
+                while await self.drain() >= self._batch:
                     pass
             except Exception:  # keep delivering; the failed batch is retried next round
                 log.exception("dispatch round failed")
