@@ -33,19 +33,20 @@ from skybook.booking.schemas import (
 )
 from skybook.bootstrap import Container
 from skybook.payments import Card, luhn_valid
-from skybook.platform.deps import ContainerDep, ReadConn
+from skybook.platform.deps import BookingReader, BookingWriter, ContainerDep, ReadConn
 from skybook.platform.errors import InvalidRequest
 from skybook.platform.http import Paging, error_responses
 from skybook.platform.schemas import PageInfo
+from skybook.platform.security import Principal
 
 router = APIRouter(prefix="/v1")
 OrderId = Annotated[uuid.UUID, Path(description="Order (or hold) id.")]
 WRITE_ERRORS = (400, 404, 409, 413, 415, 422, 503)
 
 
-async def _read(container: Container, order_id: uuid.UUID) -> OrderRead:
+async def _read(container: Container, order_id: uuid.UUID, actor: Principal) -> OrderRead:
     async with container.engine.connect() as conn:
-        return to_order_read(await queries.order_view(conn, order_id))
+        return to_order_read(await queries.order_view(conn, order_id, actor))
 
 
 @router.post(
@@ -57,15 +58,18 @@ async def _read(container: Container, order_id: uuid.UUID) -> OrderRead:
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS),
 )
-async def create_hold(body: HoldCreate, container: ContainerDep, response: Response) -> OrderRead:
+async def create_hold(
+    body: HoldCreate, principal: BookingWriter, container: ContainerDep, response: Response
+) -> OrderRead:
     """Hold seats for a party on every segment at once, until the ticketing deadline (``expires_at``)."""
     cmd = HoldSeats(
         segments=tuple(SegmentChoice(s.flight_id, s.booking_class) for s in body.segments),
         party=PartySize(body.passengers.adults, body.passengers.children, body.passengers.infants),
+        actor=principal,
     )
     order_id = await handlers.hold_seats(cmd, container)
     response.headers["Location"] = f"/v1/holds/{order_id}"
-    return await _read(container, order_id)
+    return await _read(container, order_id, principal)
 
 
 @router.get(
@@ -76,9 +80,9 @@ async def create_hold(body: HoldCreate, container: ContainerDep, response: Respo
     response_model=OrderRead,
     responses=error_responses(404, 422),
 )
-async def get_hold(order_id: OrderId, conn: ReadConn) -> OrderRead:
+async def get_hold(order_id: OrderId, principal: BookingReader, conn: ReadConn) -> OrderRead:
     """A hold (the order in its ``held`` state, or whatever it became)."""
-    return to_order_read(await queries.order_view(conn, order_id))
+    return to_order_read(await queries.order_view(conn, order_id, principal))
 
 
 @router.post(
@@ -89,10 +93,10 @@ async def get_hold(order_id: OrderId, conn: ReadConn) -> OrderRead:
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS),
 )
-async def release_hold(order_id: OrderId, container: ContainerDep) -> OrderRead:
+async def release_hold(order_id: OrderId, principal: BookingWriter, container: ContainerDep) -> OrderRead:
     """Give the held seats back now instead of at expiry."""
-    await handlers.release_hold(ReleaseHold(order_id), container)
-    return await _read(container, order_id)
+    await handlers.release_hold(ReleaseHold(order_id, actor=principal), container)
+    return await _read(container, order_id, principal)
 
 
 @router.post(
@@ -104,7 +108,9 @@ async def release_hold(order_id: OrderId, container: ContainerDep) -> OrderRead:
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS),
 )
-async def create_order(body: OrderCreate, container: ContainerDep, response: Response) -> OrderRead:
+async def create_order(
+    body: OrderCreate, principal: BookingWriter, container: ContainerDep, response: Response
+) -> OrderRead:
     """Name the passengers of a hold; the order gets its record locator and awaits payment."""
     cmd = ConfirmOrder(
         order_id=body.hold_id,
@@ -114,10 +120,11 @@ async def create_order(body: OrderCreate, container: ContainerDep, response: Res
         ),
         contact_email=str(body.contact.email),
         contact_phone=body.contact.phone,
+        actor=principal,
     )
     await handlers.confirm_order(cmd, container)
     response.headers["Location"] = f"/v1/orders/{body.hold_id}"
-    return await _read(container, body.hold_id)
+    return await _read(container, body.hold_id, principal)
 
 
 @router.get(
@@ -129,6 +136,7 @@ async def create_order(body: OrderCreate, container: ContainerDep, response: Res
     responses=error_responses(422),
 )
 async def list_orders(
+    principal: BookingReader,
     conn: ReadConn,
     paging: Annotated[Paging, Depends()],
     order_status: Annotated[
@@ -148,6 +156,7 @@ async def list_orders(
         flight_id=flight_id,
         offset=paging.offset,
         limit=paging.page_size,
+        actor=principal,
     )
     return OrderPage(
         items=[to_order_read(v) for v in items],
@@ -163,9 +172,9 @@ async def list_orders(
     response_model=OrderRead,
     responses=error_responses(404, 422),
 )
-async def get_order(order_id: OrderId, conn: ReadConn) -> OrderRead:
+async def get_order(order_id: OrderId, principal: BookingReader, conn: ReadConn) -> OrderRead:
     """One order with its segments, passengers, seats and e-tickets."""
-    return to_order_read(await queries.order_view(conn, order_id))
+    return to_order_read(await queries.order_view(conn, order_id, principal))
 
 
 @router.post(
@@ -176,9 +185,9 @@ async def get_order(order_id: OrderId, conn: ReadConn) -> OrderRead:
     response_model=OrderRead,
     responses=error_responses(400, 404, 413, 415, 422),
 )
-async def lookup_order(body: OrderLookup, conn: ReadConn) -> OrderRead:
+async def lookup_order(body: OrderLookup, principal: BookingReader, conn: ReadConn) -> OrderRead:
     """Find a booking by record locator and a passenger's family name (sent in the body, not the URL)."""
-    return to_order_read(await queries.find_by_locator(conn, body.record_locator, body.family_name))
+    return to_order_read(await queries.find_by_locator(conn, body.record_locator, body.family_name, principal))
 
 
 @router.post(
@@ -189,7 +198,9 @@ async def lookup_order(body: OrderLookup, conn: ReadConn) -> OrderRead:
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS, 402, 502),
 )
-async def pay_order(order_id: OrderId, body: PaymentCreate, container: ContainerDep) -> OrderRead:
+async def pay_order(
+    order_id: OrderId, body: PaymentCreate, principal: BookingWriter, container: ContainerDep
+) -> OrderRead:
     """Authorise and capture the total; on success one 13-digit e-ticket is issued per passenger."""
     card = body.card
     if not luhn_valid(card.number):
@@ -198,10 +209,10 @@ async def pay_order(order_id: OrderId, body: PaymentCreate, container: Container
     if (card.exp_year, card.exp_month) < (today.year, today.month):
         raise InvalidRequest("the card has expired")
     await handlers.pay_order(
-        PayOrder(order_id, Card(card.number, card.exp_month, card.exp_year, card.cvc, card.holder)),
+        PayOrder(order_id, Card(card.number, card.exp_month, card.exp_year, card.cvc, card.holder), actor=principal),
         container,
     )
-    return await _read(container, order_id)
+    return await _read(container, order_id, principal)
 
 
 @router.post(
@@ -212,11 +223,15 @@ async def pay_order(order_id: OrderId, body: PaymentCreate, container: Container
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS),
 )
-async def assign_seats(order_id: OrderId, body: SeatAssignmentCreate, container: ContainerDep) -> OrderRead:
+async def assign_seats(
+    order_id: OrderId, body: SeatAssignmentCreate, principal: BookingWriter, container: ContainerDep
+) -> OrderRead:
     """Give passengers specific seats in their booked cabin; a taken seat answers ``seat_unavailable``."""
-    cmd = AssignSeats(order_id, tuple(SeatRequest(s.passenger_id, s.flight_id, s.seat) for s in body.seats))
+    cmd = AssignSeats(
+        order_id, tuple(SeatRequest(s.passenger_id, s.flight_id, s.seat) for s in body.seats), actor=principal
+    )
     await handlers.assign_seats(cmd, container)
-    return await _read(container, order_id)
+    return await _read(container, order_id, principal)
 
 
 @router.post(
@@ -227,10 +242,10 @@ async def assign_seats(order_id: OrderId, body: SeatAssignmentCreate, container:
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS, 502),
 )
-async def cancel_order(order_id: OrderId, container: ContainerDep) -> OrderRead:
+async def cancel_order(order_id: OrderId, principal: BookingWriter, container: ContainerDep) -> OrderRead:
     """Cancel; a ticketed order is voided on its day of issue, refunded after; the seats are released."""
-    await handlers.cancel_order(CancelOrder(order_id), container)
-    return await _read(container, order_id)
+    await handlers.cancel_order(CancelOrder(order_id, actor=principal), container)
+    return await _read(container, order_id, principal)
 
 
 @router.get(
@@ -241,6 +256,8 @@ async def cancel_order(order_id: OrderId, container: ContainerDep) -> OrderRead:
     response_model=SeatMapRead,
     responses=error_responses(404, 422),
 )
-async def get_seat_map(flight_id: Annotated[uuid.UUID, Path(description="Flight id.")], conn: ReadConn) -> SeatMapRead:
+async def get_seat_map(
+    _principal: BookingReader, flight_id: Annotated[uuid.UUID, Path(description="Flight id.")], conn: ReadConn
+) -> SeatMapRead:
     """The flight's seats with window/aisle/exit attributes and availability."""
     return SeatMapRead.model_validate(await queries.seat_map(conn, flight_id))

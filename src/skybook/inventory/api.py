@@ -30,7 +30,7 @@ from skybook.inventory.schemas import (
     ScheduleImportResult,
 )
 from skybook.inventory.tables import aircraft_types, airports, flights
-from skybook.platform.deps import ContainerDep, ReadConn
+from skybook.platform.deps import ContainerDep, OperatorPrincipal, ReadConn
 from skybook.platform.errors import NotFound
 from skybook.platform.http import Paging, error_responses
 from skybook.platform.schemas import Money, PageInfo
@@ -85,7 +85,9 @@ async def get_airport(iata: IATA, conn: ReadConn) -> AirportRead:
     response_model=AirportRead,
     responses=error_responses(400, 409, 413, 415, 422),
 )
-async def create_airport(body: AirportCreate, container: ContainerDep, response: Response) -> AirportRead:
+async def create_airport(
+    _staff: OperatorPrincipal, body: AirportCreate, container: ContainerDep, response: Response
+) -> AirportRead:
     """Add an airport to the network (airline staff)."""
     await handlers.create_airport(body, container.uow())
     response.headers["Location"] = f"/v1/airports/{body.iata}"
@@ -150,7 +152,9 @@ async def get_aircraft_type(
     response_model=AircraftTypeRead,
     responses=error_responses(400, 409, 413, 415, 422),
 )
-async def create_aircraft_type(body: AircraftTypeCreate, container: ContainerDep) -> AircraftTypeRead:
+async def create_aircraft_type(
+    _staff: OperatorPrincipal, body: AircraftTypeCreate, container: ContainerDep
+) -> AircraftTypeRead:
     """Register an aircraft type and its seat map (airline staff)."""
     seat_map = await handlers.create_aircraft_type(body, container.uow())
     return AircraftTypeRead(code=body.code, name=body.name, cabins=body.cabins, capacity=seat_map.capacity_by_cabin())
@@ -267,7 +271,9 @@ async def get_flight(flight_id: FlightId, conn: ReadConn) -> FlightRead:
     response_model=FlightRead,
     responses=error_responses(400, 404, 409, 413, 415, 422),
 )
-async def create_flight(body: FlightCreate, container: ContainerDep, response: Response) -> FlightRead:
+async def create_flight(
+    _staff: OperatorPrincipal, body: FlightCreate, container: ContainerDep, response: Response
+) -> FlightRead:
     """Publish one dated flight with its booking classes (airline staff)."""
     flight_id = await handlers.create_flight(body, container.uow(), clock=container.clock)
     response.headers["Location"] = f"/v1/flights/{flight_id}"
@@ -284,7 +290,7 @@ async def create_flight(body: FlightCreate, container: ContainerDep, response: R
     response_model=FlightRead,
     responses=error_responses(400, 404, 413, 422),
 )
-async def cancel_flight(flight_id: FlightId, container: ContainerDep) -> FlightRead:
+async def cancel_flight(_staff: OperatorPrincipal, flight_id: FlightId, container: ContainerDep) -> FlightRead:
     """Take a flight off sale; booked passengers keep their seats for re-accommodation."""
     await handlers.cancel_flight(flight_id, container.uow())
     async with container.engine.connect() as conn:
@@ -301,6 +307,7 @@ async def cancel_flight(flight_id: FlightId, container: ContainerDep) -> FlightR
     responses=error_responses(400, 404, 413, 415, 422),
 )
 async def update_booking_class(
+    _staff: OperatorPrincipal,
     flight_id: FlightId,
     code: Annotated[str, Path(pattern=r"^[A-Z]$", description="Booking class letter.")],
     body: BookingClassUpdate,
@@ -321,6 +328,8 @@ async def update_booking_class(
     response_model=ScheduleImportResult,
     responses=error_responses(400, 404, 409, 413, 415, 422),
 )
-async def import_schedule(body: ScheduleImport, container: ContainerDep) -> ScheduleImportResult:
+async def import_schedule(
+    _staff: OperatorPrincipal, body: ScheduleImport, container: ContainerDep
+) -> ScheduleImportResult:
     """Create the dated flights of a schedule; importing it again creates nothing new."""
     return await handlers.import_schedule(body, container.uow(), clock=container.clock)

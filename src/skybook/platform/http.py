@@ -115,8 +115,10 @@ def problem_response(status: int, body: dict[str, Any], headers: dict[str, str] 
 async def _domain_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     body = problem(status=exc.status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra)
-    headers = {"Retry-After": "1"} if exc.status == 503 else None
-    return problem_response(exc.status, body, headers)
+    headers = dict(exc.headers)
+    if exc.status == 503:
+        headers.setdefault("Retry-After", "1")
+    return problem_response(exc.status, body, headers or None)
 
 
 def _clean_errors(errors: Any) -> list[dict[str, Any]]:
@@ -297,3 +299,44 @@ class Paging:
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.page_size
+
+
+class SecurityHeadersMiddleware:
+    """Adds the response headers an API should send (OWASP Secure Headers), plus RateLimit headers."""
+
+    _API_HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"cross-origin-resource-policy", b"same-origin"),
+        (b"permissions-policy", b"geolocation=(), camera=(), microphone=()"),
+    )
+    # The interactive docs load their scripts from a CDN; everything else is JSON and needs nothing.
+    _DOCS_PATHS = ("/docs", "/redoc")
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope["path"].startswith(self._DOCS_PATHS)
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.extend(self._API_HEADERS)
+                if not docs:
+                    headers.append((b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"))
+                if self.hsts:
+                    headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
+                limit = scope.get("state", {}).get("rate_limit")
+                if limit is not None and not any(k == b"ratelimit-limit" for k, _ in headers):
+                    headers.extend(limit.headers())
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
