@@ -139,7 +139,9 @@ class ApiKeyRead(Output):
 class ApiKeyCreated(ApiKeyRead):
     """A new API key; ``key`` is shown only in this answer and stored only as a hash."""
 
-    key: str = Field(description="The secret key. Also usable as client_id/client_secret: split at the last '_'.")
+    key: str = Field(
+        description="The secret key. For client credentials: client_id is the prefix (sbk_...), client_secret the rest."
+    )
 
 
 class ApiKeyPage(Page[ApiKeyRead]):

@@ -140,7 +140,7 @@ class TokenService:
 def new_secret(prefix: str) -> tuple[str, str, str]:
     """A random credential ``<prefix>_<id>_<secret>``: returns (credential, id part, sha256 of it)."""
     ident = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(32)
+    secret = secrets.token_hex(32)  # hex: no "_" inside, so the parts split unambiguously
     credential = f"{prefix}_{ident}_{secret}"
     return credential, ident, digest(credential)
 
