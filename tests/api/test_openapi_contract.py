@@ -188,6 +188,36 @@ def test_every_request_body_has_an_example(spec: dict[str, Any]) -> None:
     assert not violations, _report("every request body has an example (schema or media type)", violations)
 
 
+def _referenced_schemas(spec: dict[str, Any], schema: Any, seen: set[str]) -> Iterator[str]:
+    """Names of the component schemas a schema refers to, directly or through nesting."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str):
+            name = ref.rsplit("/", 1)[-1]
+            if name not in seen:
+                seen.add(name)
+                yield name
+                yield from _referenced_schemas(spec, _schemas(spec)[name], seen)
+        for value in schema.values():
+            yield from _referenced_schemas(spec, value, seen)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from _referenced_schemas(spec, item, seen)
+
+
+def test_every_request_body_refuses_unknown_fields_at_every_level(spec: dict[str, Any]) -> None:
+    # Clients learn from the document that a misspelt field is an error, not silently dropped.
+    violations: list[str] = []
+    for _, op in _operations(spec):
+        if "requestBody" not in op:
+            continue
+        for name in _referenced_schemas(spec, op["requestBody"], set()):
+            schema = _schemas(spec)[name]
+            if "properties" in schema and schema.get("additionalProperties") is not False:
+                violations.append(f"{op['_where']}: {name} does not declare additionalProperties: false")
+    assert not violations, _report("request bodies forbid unknown fields at every level", violations)
+
+
 def _required_error_statuses(method: str, op: dict[str, Any]) -> set[str]:
     required: set[str] = set()
     takes_body = "requestBody" in op

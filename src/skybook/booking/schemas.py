@@ -12,12 +12,16 @@ from pydantic import ConfigDict, EmailStr, Field
 from skybook.platform.schemas import Currency, IataCode, Money, Output, Page, StrictInput
 
 BookingClassCode = Annotated[str, Field(pattern=r"^[A-Z]$", description="Booking class (RBD) letter.", examples=["M"])]
+# Invisible formatting characters have no place in a name printed on a ticket: bidirectional
+# overrides, embeddings and isolates (which can make "Jensen" display as something else),
+# zero-width spaces, word joiners and byte-order marks. C0/C1 control characters neither.
+_INVISIBLE = r"\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
 Name = Annotated[
     str,
     Field(
         min_length=1,
         max_length=60,
-        pattern=r"^[^\d\x00-\x1f<>@#$%^*=_{}|\\\[\]]+$",
+        pattern=rf"^[^\d{_INVISIBLE}<>@#$%^*=_{{}}|\\\[\]]+$",
         description="Name as in the travel document.",
         examples=["Jensen"],
     ),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, field_validator
 
 from skybook.platform.schemas import Currency, IataCode, Money, Output, Page, StrictInput
 
@@ -18,6 +18,24 @@ FlightNumber = Annotated[
     str, Field(pattern=r"^[0-9]{1,4}$", description="Flight number, 1-4 digits.", examples=["101"])
 ]
 AircraftCode = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,8}$", description="Aircraft type code.", examples=["A320"])]
+
+# Far beyond any real schedule, and early enough that converting local times never leaves the
+# range a datetime can hold (9999-12-31 23:00 at UTC-12 is already past it).
+LATEST_DATE = dt.date(2099, 12, 31)
+
+
+_D = TypeVar("_D", dt.date, dt.datetime)
+
+
+def _not_after_latest_date(value: _D) -> _D:
+    day = value.date() if isinstance(value, dt.datetime) else value
+    if day > LATEST_DATE:
+        raise ValueError(f"must be on or before {LATEST_DATE.isoformat()}")
+    return value
+
+
+FlightInstant = Annotated[AwareDatetime, AfterValidator(_not_after_latest_date)]
+ScheduleDate = Annotated[dt.date, AfterValidator(_not_after_latest_date)]
 
 
 class AirportCreate(StrictInput):
@@ -149,8 +167,8 @@ class FlightCreate(StrictInput):
     flight_number: FlightNumber
     origin: IataCode
     destination: IataCode
-    departure_at: AwareDatetime = Field(description="Departure instant (with offset).")
-    arrival_at: AwareDatetime = Field(description="Arrival instant (with offset).")
+    departure_at: FlightInstant = Field(description="Departure instant (with offset), 2099 at the latest.")
+    arrival_at: FlightInstant = Field(description="Arrival instant (with offset), 2099 at the latest.")
     aircraft: AircraftCode
     fares: list[FareInput] = Field(min_length=1, max_length=26, description="Booking classes to open.")
     overbooking: dict[CabinCode, Annotated[int, Field(ge=0, le=50)]] = Field(
@@ -243,16 +261,16 @@ class ScheduleLine(StrictInput):
     )
     aircraft: AircraftCode
     fares: list[FareInput] = Field(min_length=1, max_length=26, description="Booking classes to open.")
-    period_start: dt.date | None = Field(None, description="First date; defaults to the import's period_start.")
-    period_end: dt.date | None = Field(None, description="Last date; defaults to the import's period_end.")
+    period_start: ScheduleDate | None = Field(None, description="First date; defaults to the import's period_start.")
+    period_end: ScheduleDate | None = Field(None, description="Last date; defaults to the import's period_end.")
 
 
 class ScheduleImport(StrictInput):
     """A schedule: flight lines of one carrier operated over a period."""
 
     carrier: CarrierCode
-    period_start: dt.date = Field(description="First date of the period (local dates).")
-    period_end: dt.date = Field(description="Last date of the period, inclusive.")
+    period_start: ScheduleDate = Field(description="First date of the period (local dates).")
+    period_end: ScheduleDate = Field(description="Last date of the period, inclusive; 2099-12-31 at the latest.")
     flights: list[ScheduleLine] = Field(min_length=1, max_length=2000, description="The schedule lines.")
 
     model_config = ConfigDict(

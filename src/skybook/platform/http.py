@@ -129,20 +129,26 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _malformed_json(detail: str) -> Response:
+    return problem_response(400, problem(status=400, code="malformed_json", title="Malformed JSON", detail=detail))
+
+
+def _sent_as_non_json(request: Request) -> bool:
+    """A body arrived, but not as JSON (FastAPI parses only application/json and */*+json)."""
+    headers = request.headers
+    has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+    mime = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    is_json = mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+    return has_body and not is_json
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in errors):
-        body = problem(
-            status=400,
-            code="malformed_json",
-            title="Malformed JSON",
-            detail="the request body is not valid JSON",
-        )
-        return problem_response(400, body)
+        return _malformed_json("the request body is not valid JSON")
     body_errors = [e for e in errors if e.get("loc", ("",))[0] == "body"]
-    content_type = request.headers.get("content-type", "")
-    if body_errors and request.method in {"POST", "PUT", "PATCH"} and "json" not in content_type:
+    if body_errors and request.method in {"POST", "PUT", "PATCH"} and _sent_as_non_json(request):
         body = problem(
             status=415,
             code="unsupported_media_type",
@@ -160,8 +166,17 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(422, body)
 
 
+# FastAPI's answer when reading the body fails for a reason other than a JSON syntax error:
+# nesting too deep for the parser, bytes that are not UTF-8, an integer with thousands of digits.
+_BODY_PARSE_FAILED = "There was an error parsing the body"
+
+
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
+        return _malformed_json(
+            "the request body cannot be read as JSON (bad encoding, too deeply nested or a huge number)"
+        )
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
     return problem_response(
