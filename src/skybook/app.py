@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import Field
+from starlette.types import Scope
 
 from skybook import __version__
 from skybook.booking import handlers as booking_handlers
@@ -139,12 +140,19 @@ def create_app(container: Container | None = None) -> FastAPI:
             await conn.execute(sa.text("SELECT 1"))
         return Health(status="ready")
 
+    async def idempotency_caller(scope: Scope) -> str:
+        # Idempotency keys belong to the caller; the principal found here is reused by the route.
+        principal = await container.authenticator.authenticate(Request(scope))
+        scope.setdefault("state", {})["principal"] = principal
+        return f"{principal.kind}:{principal.id}"
+
     # Outermost first: request id, then the body limit, then idempotency (which reads the body).
     app.add_middleware(
         IdempotencyMiddleware,
         engine_factory=lambda: container.engine,
         clock=container.clock,
         write_lock=lambda: container.write_lock,
+        caller=idempotency_caller,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Form, Path, Request, Response, status
@@ -24,6 +24,7 @@ from skybook.identity.schemas import (
     SignUp,
     TenantCreate,
     TenantCreated,
+    TokenRequest,
     TokenResponse,
     UserInvite,
     UserPage,
@@ -77,17 +78,10 @@ async def sign_up(body: SignUp, request: Request, container: ContainerDep) -> Us
     responses=error_responses(*AUTH_ERRORS, 503),
 )
 async def issue_token(
+    form: Annotated[TokenRequest, Form()],
     request: Request,
     response: Response,
     container: ContainerDep,
-    grant_type: Annotated[
-        Literal["password", "refresh_token", "client_credentials"], Form(description="OAuth2 grant type.")
-    ],
-    username: Annotated[str | None, Form(max_length=254, description="E-mail (password grant).")] = None,
-    password: Annotated[str | None, Form(max_length=128, description="Password (password grant).")] = None,
-    refresh_token: Annotated[str | None, Form(max_length=200, description="Refresh token (refresh grant).")] = None,
-    client_id: Annotated[str | None, Form(max_length=64, description="API key prefix (client credentials).")] = None,
-    client_secret: Annotated[str | None, Form(max_length=200, description="API key secret part.")] = None,
 ) -> TokenResponse:
     """OAuth2 token endpoint.
 
@@ -98,6 +92,8 @@ async def issue_token(
     * ``client_credentials``: a machine client exchanges its API key for an access token.
     """
     ip = client_ip(request)
+    grant_type, username, password = form.grant_type, form.username, form.password
+    refresh_token, client_id, client_secret = form.refresh_token, form.client_id, form.client_secret
     if grant_type == "password":
         if not username or not password:
             raise InvalidRequest("the password grant needs username and password")
@@ -130,7 +126,7 @@ async def accept_invitation(body: InvitationAccept, request: Request, container:
     operation_id="logOut",
     summary="Log out everywhere",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(401, 403, 429),
+    responses=error_responses(400, 401, 403, 413, 429),
 )
 async def log_out(request: Request, principal: CurrentPrincipal, container: ContainerDep) -> None:
     """End every session of the user: refresh tokens revoked, access tokens refused within a second."""
@@ -312,7 +308,7 @@ async def list_api_keys(principal: TenantAdmin, conn: ReadConn, paging: Annotate
     operation_id="revokeApiKey",
     summary="Revoke an API key",
     response_model=ApiKeyRead,
-    responses=error_responses(400, 401, 403, 404, 422, 429),
+    responses=error_responses(400, 401, 403, 404, 413, 422, 429),
 )
 async def revoke_api_key(
     key_id: Annotated[uuid.UUID, Path(description="API key id.")],
