@@ -111,7 +111,6 @@ class IdempotencyMiddleware:
             headers = {k.decode(): v.decode() for k, v in captured["headers"] if k.lower() in _REPLAYED_HEADERS}
             await store.complete(scope_name, key, captured["status"], headers, bytes(captured["body"]))
 
-
     async def _scope_of(self, scope: Scope) -> str:
         """Keys are per caller: one principal's key never replays another principal's answer."""
         if self._caller is None:
