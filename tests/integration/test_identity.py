@@ -259,3 +259,18 @@ async def test_one_principal_cannot_hoard_unpaid_seats(
             json={"segments": [{"flight_id": flight["id"], "booking_class": "Y"}], "passengers": {"adults": 1}},
         )
     ).status_code == 201
+
+
+@pytest.mark.parametrize("database", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_the_audit_log_cannot_be_rewritten_on_postgres(
+    clients: Clients, identities: Identities, container: Container
+) -> None:
+    await _login(clients(None), identities.a_agent.email, "wrong wrong wrong")
+    # PostgreSQL enforces it with a trigger; SQLite deployments are single-process and the app never
+    # updates or deletes audit rows.
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        async with container.engine.begin() as conn:
+            await conn.execute(sa.update(audit_log).values(action="nothing.happened"))
+    with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+        async with container.engine.begin() as conn:
+            await conn.execute(sa.delete(audit_log))
