@@ -67,7 +67,9 @@ class Authenticator:
         if not credential:
             credential = request.headers.get("x-api-key", "").strip()
             scheme = "bearer" if credential else scheme
-        if scheme.lower() != "bearer" or not credential or len(credential) > 4096:
+        # Tokens and keys are printable ASCII; anything else is refused before it reaches a query.
+        printable = credential.isascii() and credential.isprintable()
+        if scheme.lower() != "bearer" or not credential or len(credential) > 4096 or not printable:
             raise Unauthenticated("send a Bearer access token or an API key", headers=_CHALLENGE)
         if credential.startswith("sbk_"):
             return await self._api_key(credential)

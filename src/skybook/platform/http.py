@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import orjson
 import sqlalchemy as sa
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import Field
@@ -133,11 +133,22 @@ def _malformed_json(detail: str) -> Response:
     return problem_response(400, problem(status=400, code="malformed_json", title="Malformed JSON", detail=detail))
 
 
-def _sent_as_non_json(request: Request) -> bool:
-    """A body arrived, but not as JSON (FastAPI parses only application/json and */*+json)."""
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def _expects_form(request: Request) -> bool:
+    """The matched route reads its body as a form (the OAuth2 token endpoint), not as JSON."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    return body_field is not None and isinstance(body_field.field_info, params.Form)
+
+
+def _sent_as_unsupported(request: Request) -> bool:
+    """A body arrived in a media type the route does not read (JSON, or a form for form routes)."""
     headers = request.headers
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
     mime = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if _expects_form(request):
+        return has_body and mime not in _FORM_TYPES
     is_json = mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
     return has_body and not is_json
 
@@ -148,12 +159,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     if any(e.get("type") == "json_invalid" for e in errors):
         return _malformed_json("the request body is not valid JSON")
     body_errors = [e for e in errors if e.get("loc", ("",))[0] == "body"]
-    if body_errors and request.method in {"POST", "PUT", "PATCH"} and _sent_as_non_json(request):
+    if body_errors and request.method in {"POST", "PUT", "PATCH"} and _sent_as_unsupported(request):
+        expected = "application/x-www-form-urlencoded" if _expects_form(request) else "application/json"
         body = problem(
             status=415,
             code="unsupported_media_type",
             title="Unsupported media type",
-            detail="send the body as application/json",
+            detail=f"send the body as {expected}",
         )
         return problem_response(415, body)
     body = problem(

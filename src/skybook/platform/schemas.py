@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code.", examples=["EUR"])]
 IataCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="IATA airport code.", examples=["CPH"])]
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
 class StrictInput(BaseModel):
-    """Input schema: unknown fields are rejected, never silently ignored."""
+    """Input schema: unknown fields are rejected, never silently ignored; no text holds a NUL character.
+
+    PostgreSQL cannot store or compare a string with NUL in it: refused here it is a 422 on every
+    backend instead of a 500 on one.
+    """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul_characters(cls, value: Any) -> Any:
+        if _has_nul(value):
+            raise ValueError("text must not contain NUL characters")
+        return value
 
 
 class Output(BaseModel):
