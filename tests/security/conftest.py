@@ -11,29 +11,19 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from skybook.app import create_app
-from skybook.bootstrap import Container, bootstrap
+from skybook.bootstrap import Container
 from skybook.inventory.tables import booking_classes, flight_cabins
 from skybook.schema import metadata
-from skybook.settings import Settings
 from tests.conftest import CARD_OK, Identities, Network, Party, adult
+from tests.security.openapi import document_app
 
 Clients = Callable[[Party | None], httpx.AsyncClient]
 
 
 @pytest.fixture(scope="session")
-def spec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def spec() -> dict[str, Any]:
     """The OpenAPI document; building the app does no I/O, so it needs no database."""
-    data_dir = tmp_path_factory.mktemp("security-openapi")
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        secret_key="test-only-secret-key-0123456789",
-        database_url=f"sqlite+aiosqlite:///{data_dir / 'unused.db'}",
-        data_dir=data_dir,
-        run_workers=False,
-    )
-    document: dict[str, Any] = create_app(bootstrap(settings)).openapi()
+    document: dict[str, Any] = document_app().openapi()
     return document
 
 

@@ -7,6 +7,7 @@ route added tomorrow is in the BOLA matrix and the mass-assignment sweep the day
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -14,9 +15,30 @@ from typing import Any
 
 import httpx
 
+from skybook.app import create_app
+from skybook.bootstrap import bootstrap
+from skybook.settings import Settings
+
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 JSON = "application/json"
 PATH_PARAM = re.compile(r"{([^}]+)}")
+
+
+# Building the app does no I/O: an engine on an address nothing listens on is never connected.
+_NEVER_CONNECTED = "postgresql+asyncpg://nobody@127.0.0.1:9/none"
+
+
+@functools.cache
+def document_app() -> Any:
+    """An app that only serves its OpenAPI document (at collection time, before any database exists)."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        secret_key="test-only-secret-key-0123456789",
+        database_url=_NEVER_CONNECTED,
+        run_workers=False,
+    )
+    return create_app(bootstrap(settings))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,16 @@ from tests.security.conftest import Scene
 
 Recipe = Callable[[Scene, Identities], Any]
 
+# Writes on operator data (the network, flights, fares): airline staff and platform admins only.
+OPERATOR_ONLY_WRITES = (
+    "createFlight",
+    "importSchedule",
+    "updateBookingClass",
+    "cancelFlight",
+    "createAirport",
+    "createAircraftType",
+)
+
 
 def _future(scene: Scene, days: int) -> str:
     return str(date.fromisoformat(scene.flight["departure_date"]) + timedelta(days=days))
