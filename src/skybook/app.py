@@ -113,7 +113,8 @@ def create_app(container: Container | None = None) -> FastAPI:
     # One place puts a principal and the rate limits on every other /v1 route.
     guarded = [Depends(current_principal), Depends(rate_limited)]
     for router in (search_router, booking_router, inventory_router, identity_router):
-        app.include_router(router, dependencies=guarded)
+        # ...so each of them can answer 401 (no valid credentials) and 429 (a limit is used up).
+        app.include_router(router, dependencies=guarded, responses=error_responses(401, 429))
 
     @app.get(
         "/health",

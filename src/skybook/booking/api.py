@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
+from starlette.exceptions import HTTPException
 
 from skybook.booking import handlers, queries
 from skybook.booking.commands import (
@@ -36,12 +36,12 @@ from skybook.payments import Card, luhn_valid
 from skybook.platform.deps import BookingReader, BookingWriter, ContainerDep, ReadConn
 from skybook.platform.errors import InvalidRequest
 from skybook.platform.http import Paging, error_responses
-from skybook.platform.schemas import PageInfo
+from skybook.platform.schemas import IsoDate, PageInfo
 from skybook.platform.security import Principal
 
 router = APIRouter(prefix="/v1")
 OrderId = Annotated[uuid.UUID, Path(description="Order (or hold) id.")]
-WRITE_ERRORS = (400, 404, 409, 413, 415, 422, 503)
+WRITE_ERRORS = (400, 403, 404, 409, 413, 415, 422, 503)
 
 
 async def _read(container: Container, order_id: uuid.UUID, actor: Principal) -> OrderRead:
@@ -78,7 +78,7 @@ async def create_hold(
     operation_id="getHold",
     summary="Get a hold",
     response_model=OrderRead,
-    responses=error_responses(404, 422),
+    responses=error_responses(403, 404, 422),
 )
 async def get_hold(order_id: OrderId, principal: BookingReader, conn: ReadConn) -> OrderRead:
     """A hold (the order in its ``held`` state, or whatever it became)."""
@@ -133,7 +133,7 @@ async def create_order(
     operation_id="listOrders",
     summary="List orders",
     response_model=OrderPage,
-    responses=error_responses(422),
+    responses=error_responses(403, 422),
 )
 async def list_orders(
     principal: BookingReader,
@@ -143,8 +143,8 @@ async def list_orders(
         Literal["held", "confirmed", "ticketed", "cancelled", "expired"] | None,
         Query(alias="status", description="Only orders in this status."),
     ] = None,
-    created_from: Annotated[dt.date | None, Query(description="Created on or after this UTC date.")] = None,
-    created_to: Annotated[dt.date | None, Query(description="Created on or before this UTC date.")] = None,
+    created_from: Annotated[IsoDate | None, Query(description="Created on or after this UTC date.")] = None,
+    created_to: Annotated[IsoDate | None, Query(description="Created on or before this UTC date.")] = None,
     flight_id: Annotated[uuid.UUID | None, Query(description="Only orders on this flight.")] = None,
 ) -> OrderPage:
     """Orders, newest first."""
@@ -164,13 +164,19 @@ async def list_orders(
     )
 
 
+@router.api_route("/orders/lookup", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def lookup_order_other_methods() -> None:
+    """``/orders/lookup`` is a resource of its own, not an order id: other methods than POST answer 405."""
+    raise HTTPException(status.HTTP_405_METHOD_NOT_ALLOWED, headers={"Allow": "POST"})
+
+
 @router.get(
     "/orders/{order_id}",
     tags=["Booking"],
     operation_id="getOrder",
     summary="Get an order",
     response_model=OrderRead,
-    responses=error_responses(404, 422),
+    responses=error_responses(403, 404, 422),
 )
 async def get_order(order_id: OrderId, principal: BookingReader, conn: ReadConn) -> OrderRead:
     """One order with its segments, passengers, seats and e-tickets."""
@@ -183,7 +189,7 @@ async def get_order(order_id: OrderId, principal: BookingReader, conn: ReadConn)
     operation_id="lookupOrder",
     summary="Manage my booking",
     response_model=OrderRead,
-    responses=error_responses(400, 404, 413, 415, 422),
+    responses=error_responses(400, 403, 404, 413, 415, 422),
 )
 async def lookup_order(body: OrderLookup, principal: BookingReader, conn: ReadConn) -> OrderRead:
     """Find a booking by record locator and a passenger's family name (sent in the body, not the URL)."""
@@ -254,7 +260,7 @@ async def cancel_order(order_id: OrderId, principal: BookingWriter, container: C
     operation_id="getSeatMap",
     summary="Get a seat map",
     response_model=SeatMapRead,
-    responses=error_responses(404, 422),
+    responses=error_responses(403, 404, 422),
 )
 async def get_seat_map(
     _principal: BookingReader, flight_id: Annotated[uuid.UUID, Path(description="Flight id.")], conn: ReadConn

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -33,7 +32,7 @@ from skybook.inventory.tables import aircraft_types, airports, flights
 from skybook.platform.deps import ContainerDep, OperatorPrincipal, ReadConn
 from skybook.platform.errors import NotFound
 from skybook.platform.http import Paging, error_responses
-from skybook.platform.schemas import Money, PageInfo
+from skybook.platform.schemas import IsoDate, Money, PageInfo
 
 router = APIRouter(prefix="/v1")
 IATA = Annotated[str, Path(pattern=r"^[A-Z]{3}$", description="IATA airport code.")]
@@ -83,7 +82,7 @@ async def get_airport(iata: IATA, conn: ReadConn) -> AirportRead:
     summary="Add an airport",
     status_code=status.HTTP_201_CREATED,
     response_model=AirportRead,
-    responses=error_responses(400, 409, 413, 415, 422),
+    responses=error_responses(400, 403, 409, 413, 415, 422),
 )
 async def create_airport(
     _staff: OperatorPrincipal, body: AirportCreate, container: ContainerDep, response: Response
@@ -150,7 +149,7 @@ async def get_aircraft_type(
     summary="Add an aircraft type",
     status_code=status.HTTP_201_CREATED,
     response_model=AircraftTypeRead,
-    responses=error_responses(400, 409, 413, 415, 422),
+    responses=error_responses(400, 403, 409, 413, 415, 422),
 )
 async def create_aircraft_type(
     _staff: OperatorPrincipal, body: AircraftTypeCreate, container: ContainerDep
@@ -223,7 +222,7 @@ async def list_flights(
     paging: Annotated[Paging, Depends()],
     origin: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description="Origin airport.")] = None,
     destination: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description="Destination airport.")] = None,
-    departure_date: Annotated[dt.date | None, Query(description="Local departure date.")] = None,
+    departure_date: Annotated[IsoDate | None, Query(description="Local departure date.")] = None,
     flight_status: Annotated[
         str | None,
         Query(alias="status", pattern="^(scheduled|cancelled)$", description="Flight status."),
@@ -269,7 +268,7 @@ async def get_flight(flight_id: FlightId, conn: ReadConn) -> FlightRead:
     summary="Publish a flight",
     status_code=status.HTTP_201_CREATED,
     response_model=FlightRead,
-    responses=error_responses(400, 404, 409, 413, 415, 422),
+    responses=error_responses(400, 403, 404, 409, 413, 415, 422),
 )
 async def create_flight(
     _staff: OperatorPrincipal, body: FlightCreate, container: ContainerDep, response: Response
@@ -288,7 +287,7 @@ async def create_flight(
     operation_id="cancelFlight",
     summary="Cancel a flight",
     response_model=FlightRead,
-    responses=error_responses(400, 404, 413, 422),
+    responses=error_responses(400, 403, 404, 413, 422),
 )
 async def cancel_flight(_staff: OperatorPrincipal, flight_id: FlightId, container: ContainerDep) -> FlightRead:
     """Take a flight off sale; booked passengers keep their seats for re-accommodation."""
@@ -304,7 +303,7 @@ async def cancel_flight(_staff: OperatorPrincipal, flight_id: FlightId, containe
     operation_id="updateBookingClass",
     summary="Set a fare or limit",
     response_model=FlightRead,
-    responses=error_responses(400, 404, 413, 415, 422),
+    responses=error_responses(400, 403, 404, 413, 415, 422),
 )
 async def update_booking_class(
     _staff: OperatorPrincipal,
@@ -326,7 +325,7 @@ async def update_booking_class(
     operation_id="importSchedule",
     summary="Import a schedule",
     response_model=ScheduleImportResult,
-    responses=error_responses(400, 404, 409, 413, 415, 422),
+    responses=error_responses(400, 403, 404, 409, 413, 415, 422),
 )
 async def import_schedule(
     _staff: OperatorPrincipal, body: ScheduleImport, container: ContainerDep

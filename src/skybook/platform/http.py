@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import uuid
 from typing import Annotated, Any
 
@@ -61,7 +63,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries declaring problem+json answers for the given statuses."""
     descriptions = {
         400: "Malformed request (e.g. invalid JSON or Idempotency-Key)",
+        401: "Missing, invalid or expired credentials",
         402: "Payment declined",
+        403: "Not allowed for the caller's role or scopes",
         404: "Not found",
         409: "Conflict with the current state",
         413: "Request body too large",
@@ -183,7 +187,35 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 _BODY_PARSE_FAILED = "There was an error parsing the body"
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+_OPERATION_METHODS = frozenset({"get", "put", "post", "delete", "patch"})
+
+
+@functools.cache
+def _template_pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"({[^}]+})", template)
+    return re.compile("".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts))
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the requested resource supports, per the OpenAPI document (RFC 9110 ``Allow``).
+
+    Starlette answers 405 from the first route whose path matched and lists only that route's
+    methods; a path served by several routes (GET and POST /v1/orders) supports them all. When
+    a literal path and a templated one both match (/v1/orders/lookup, /v1/orders/{order_id}),
+    the literal one is the resource.
+    """
+    paths: dict[str, Any] = request.app.openapi().get("paths", {})
+    matching = [t for t in paths if _template_pattern(t).fullmatch(request.url.path)]
+    if not matching:
+        return None
+    fewest = min(t.count("{") for t in matching)
+    methods = {m.upper() for t in matching if t.count("{") == fewest for m in paths[t] if m in _OPERATION_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods)) if methods else None
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
         return _malformed_json(
@@ -191,10 +223,15 @@ async def _http_error(_: Request, exc: Exception) -> Response:
         )
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        allow = _allowed_methods(request)
+        if allow is not None:
+            headers["Allow"] = allow
     return problem_response(
         exc.status_code,
         problem(status=exc.status_code, code=code, title=title, detail=detail),
-        dict(exc.headers) if exc.headers else None,
+        headers or None,
     )
 
 

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 currency code.", examples=["EUR"])]
 IataCode = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="IATA airport code.", examples=["CPH"])]
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date(value: Any) -> Any:
+    # Pydantic's lax mode would also read 0 or "1700000000" as a date (seconds since 1970).
+    if isinstance(value, dt.date) or (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        return value
+    raise ValueError("a date is written YYYY-MM-DD")
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
+"""A calendar date as the document declares it (``format: date``): YYYY-MM-DD and nothing else."""
 
 
 def _has_nul(value: Any) -> bool:

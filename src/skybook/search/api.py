@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1")
     operation_id="searchOffers",
     summary="Search flights",
     response_model=OfferPage,
-    responses=error_responses(422),
+    responses=error_responses(403, 422),
 )
 async def search_offers(
     _principal: SearchPrincipal, query: Annotated[SearchQuery, Query()], conn: ReadConn, container: ContainerDep
