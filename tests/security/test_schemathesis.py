@@ -24,6 +24,7 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
+from fastapi.routing import APIRoute
 from schemathesis.config import SchemathesisConfig
 
 from skybook.app import create_app
@@ -32,7 +33,7 @@ from skybook.payments import SandboxPaymentProvider
 from skybook.platform.clock import FakeClock
 from tests.conftest import PASSWORD, Database, Identities, Network
 from tests.security.conftest import Clients
-from tests.security.openapi import document_app
+from tests.security.openapi import document_app, operations
 from tests.security.recipes import OPERATOR_ONLY_WRITES
 
 MAX_EXAMPLES = 20
@@ -127,3 +128,62 @@ def test_every_operation_honours_its_documented_contract(case: Any, fuzz_target:
     case.call_and_validate(
         app=fuzz_target.app, headers=fuzz_target.headers_for(case.operation.definition.raw["operationId"])
     )
+
+
+# What the fuzzing found, pinned as plain examples that run without it.
+
+
+def _api_routes(routes: list[Any]) -> list[APIRoute]:
+    found: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif getattr(route, "original_router", None) is not None:  # an included router
+            found += _api_routes(route.original_router.routes)
+    return found
+
+
+def _guards(dependant: Any) -> set[str]:
+    names = set()
+    for dep in dependant.dependencies:
+        qualname = getattr(dep.call, "__qualname__", "")
+        if qualname.startswith(("require_roles.", "require_scope.")):
+            names.add(qualname)
+        names |= _guards(dep)
+    return names
+
+
+def test_every_guarded_operation_documents_401_429_and_403_where_a_role_or_scope_is_needed(
+    spec: dict[str, Any],
+) -> None:
+    declared = {op.operation_id: set(spec["paths"][op.path][op.method]["responses"]) for op in operations(spec)}
+    secured = {op.operation_id for op in operations(spec) if op.secured}
+    guarded = {route.operation_id for route in _api_routes(document_app().routes) if _guards(route.dependant)}
+    assert guarded >= {"createFlight", "getOrder", "searchOffers", "listUsers"}, guarded
+    missing = [f"{op}: 401/429" for op in sorted(secured) if not {"401", "429"} <= declared[op]]
+    missing += [f"{op}: 403" for op in sorted(guarded) if "403" not in declared[op]]
+    assert not missing, missing
+
+
+async def test_a_405_names_every_method_of_the_resource(clients: Clients, identities: Identities) -> None:
+    client = clients(identities.a_agent)
+    for method, path, allowed in (
+        ("DELETE", "/v1/orders", {"GET", "HEAD", "POST"}),
+        ("PUT", "/v1/airports", {"GET", "HEAD", "POST"}),
+        ("GET", "/v1/orders/lookup", {"POST"}),
+        ("DELETE", "/v1/orders/lookup", {"POST"}),
+    ):
+        r = await client.request(method, path)
+        assert (r.status_code, r.json()["code"]) == (405, "method_not_allowed"), (method, path, r.text)
+        assert set(r.headers["allow"].split(", ")) == allowed, (method, path, r.headers["allow"])
+
+
+async def test_a_date_query_parameter_takes_only_yyyy_mm_dd(clients: Clients, identities: Identities) -> None:
+    client = clients(identities.a_agent)
+    for value in ("0", "1700000000", "2026-1-1", "2026-01-01T00:00:00"):
+        for path, name in (("/v1/orders", "created_to"), ("/v1/flights", "departure_date")):
+            r = await client.get(path, params={name: value})
+            assert (r.status_code, r.json()["code"]) == (422, "validation_error"), (path, value, r.text)
+    assert (await client.get("/v1/orders", params={"created_to": "2026-01-01"})).status_code == 200
+    offers = await client.get("/v1/offers", params={"origin": "CPH", "destination": "LHR", "departure_date": "0"})
+    assert offers.status_code == 422
