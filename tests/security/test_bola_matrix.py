@@ -1,9 +1,11 @@
 """OWASP API1 (broken object level authorization) and API5 (broken function level authorization).
 
 The matrix is generated from the app's own OpenAPI document: every operation whose path names
-an object by id is called, as principals who must not reach it, on objects owned by tenant A's
-agent (an order in each state, tenant A's API key, tenant A's agent) and by a traveller of the
-direct tenant. A caller from another tenant must not be able to tell another tenant's object
+an object by id is called on objects owned by tenant A's agent (a held, a confirmed and a
+ticketed order; tenant A's API key; tenant A's agent as a user) and by a traveller of the direct
+tenant (a held and a ticketed order), as principals who must not reach them: agency B's agent,
+B's API key and B's admin, the direct tenant's traveller, and for the traveller's orders the other
+traveller and tenant A's agent. A caller from another tenant must not be able to tell another tenant's object
 from one that does not exist: the answer is the one a random id gets, status and body alike
 (only the id in ``detail`` differs). Nothing may change while they try.
 
