@@ -10,7 +10,7 @@ PORT ?= 8000
 
 export SKYBOOK_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: help install run test check lint typecheck imports unit-test lock bench bench-booking clean
+.PHONY: help install run test check lint typecheck imports scan lock bench bench-booking clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -46,7 +46,10 @@ typecheck: install  ## mypy (strict)
 imports: install  ## Architecture contracts (import-linter)
 	$(BIN)/lint-imports
 
-check: lint typecheck imports  ## All static checks
+scan: install  ## detect-secrets over every git-tracked file, against the audited baseline
+	$(BIN)/pytest -q -p no:cacheprovider tests/security/test_secrets.py
+
+check: lint typecheck imports scan  ## All static checks
 
 test: check  ## Static checks and the whole test suite (PostgreSQL tests fail instead of skipping when CI=true)
 	$(BIN)/pytest

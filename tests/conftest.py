@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +20,8 @@ import sqlalchemy as sa
 
 from skybook.app import create_app
 from skybook.bootstrap import Container, bootstrap
+from skybook.identity.tables import api_keys, tenants, users
+from skybook.identity.tokens import new_secret
 from skybook.payments import SandboxPaymentProvider
 from skybook.platform.clock import FakeClock
 from skybook.platform.migrate import upgrade
@@ -158,12 +160,162 @@ async def _truncate(c: Container) -> None:
                     await conn.execute(table.delete())
 
 
+PASSWORD = "correct horse battery staple"
+_password_hash: list[str] = []
+
+
+def password_hash() -> str:
+    """One argon2id hash of PASSWORD for the whole session (hashing is slow on purpose)."""
+    if not _password_hash:
+        from argon2 import PasswordHasher
+
+        _password_hash.append(PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1).hash(PASSWORD))
+    return _password_hash[0]
+
+
+@dataclass
+class Party:
+    """A test principal with a ready access token."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    role: str
+    email: str
+    token: str
+    api_key: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class Identities:
+    """Operator staff, two agency tenants and two travellers, as the BOLA tests need them."""
+
+    admin: Party
+    staff: Party
+    a_admin: Party
+    a_agent: Party
+    a_key: Party
+    b_admin: Party
+    b_agent: Party
+    b_key: Party
+    traveller: Party
+    other_traveller: Party
+
+
+async def _tenant(conn: Any, name: str, kind: str, plan: str, now: datetime) -> uuid.UUID:
+    tid = uuid.uuid4()
+    await conn.execute(tenants.insert().values(id=tid, name=name, kind=kind, plan_code=plan, created_at=now))
+    return tid
+
+
+async def _user(conn: Any, c: Container, tenant_id: uuid.UUID, role: str, email: str, now: datetime) -> Party:
+    uid = uuid.uuid4()
+    await conn.execute(
+        users.insert().values(
+            id=uid,
+            tenant_id=tenant_id,
+            email=email,
+            password_hash=password_hash(),
+            role=role,
+            status="active",
+            session_version=1,
+            created_at=now,
+        )
+    )
+    token, _ = c.tokens.issue(subject=uid, kind="user", session_version=1, now=now)
+    return Party(uid, tenant_id, role, email, token)
+
+
+async def _key(conn: Any, c: Container, tenant_id: uuid.UUID, creator: uuid.UUID, now: datetime) -> Party:
+    credential, prefix, secret_hash = new_secret("sbk")
+    kid = uuid.uuid4()
+    await conn.execute(
+        api_keys.insert().values(
+            id=kid,
+            tenant_id=tenant_id,
+            name="test key",
+            prefix=prefix,
+            secret_hash=secret_hash,
+            scopes=["bookings:read", "bookings:write", "search"],
+            created_by=creator,
+            created_at=now,
+        )
+    )
+    return Party(kid, tenant_id, "agent", "", credential, api_key=credential)
+
+
 @pytest.fixture
-async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(container)
+async def identities(container: Container, clock: FakeClock) -> Identities:
+    now = clock.now()
+    async with container.engine.begin() as conn:
+        operator = await _tenant(conn, "Skybook Air", "operator", "operator", now)
+        agency_a = await _tenant(conn, "Agency A", "agency", "enterprise", now)
+        agency_b = await _tenant(conn, "Agency B", "agency", "enterprise", now)
+        direct = await _tenant(conn, "Direct sales", "direct", "standard", now)
+        admin = await _user(conn, container, operator, "platform_admin", "admin@skybook.example.com", now)
+        staff = await _user(conn, container, operator, "airline_staff", "staff@skybook.example.com", now)
+        a_admin = await _user(conn, container, agency_a, "tenant_admin", "admin@agency-a.example.com", now)
+        a_agent = await _user(conn, container, agency_a, "agent", "agent@agency-a.example.com", now)
+        b_admin = await _user(conn, container, agency_b, "tenant_admin", "admin@agency-b.example.com", now)
+        b_agent = await _user(conn, container, agency_b, "agent", "agent@agency-b.example.com", now)
+        traveller = await _user(conn, container, direct, "traveller", "ada@example.com", now)
+        other = await _user(conn, container, direct, "traveller", "bob@example.com", now)
+        a_key = await _key(conn, container, agency_a, a_admin.id, now)
+        b_key = await _key(conn, container, agency_b, b_admin.id, now)
+    return Identities(admin, staff, a_admin, a_agent, a_key, b_admin, b_agent, b_key, traveller, other)
+
+
+@pytest.fixture
+def app(container: Container) -> Any:
+    return create_app(container)
+
+
+class _FreshToken(httpx.Auth):
+    """Mints an access token per request from the test clock, so tests may move time freely."""
+
+    def __init__(self, container: Container, party: Party) -> None:
+        self.container = container
+        self.party = party
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        token, _ = self.container.tokens.issue(
+            subject=self.party.id, kind="user", session_version=1, now=self.container.clock.now()
+        )
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
+@pytest.fixture
+async def clients(app: Any, container: Container) -> AsyncIterator[Callable[[Party | None], httpx.AsyncClient]]:
+    """A factory of HTTP clients speaking to the in-process app as a given principal (or nobody)."""
+    opened: list[httpx.AsyncClient] = []
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-        yield c
+
+    def make(party: Party | None) -> httpx.AsyncClient:
+        auth = _FreshToken(container, party) if party is not None and party.api_key is None else None
+        headers = party.headers if party is not None and party.api_key is not None else None
+        c = httpx.AsyncClient(transport=transport, base_url="http://testserver", auth=auth, headers=headers)
+        opened.append(c)
+        return c
+
+    yield make
+    for c in opened:
+        await c.aclose()
+
+
+@pytest.fixture
+def client(clients: Callable[[Party | None], httpx.AsyncClient], identities: Identities) -> httpx.AsyncClient:
+    """An agent of agency A: the everyday caller of the booking API."""
+    return clients(identities.a_agent)
+
+
+@pytest.fixture
+def staff(clients: Callable[[Party | None], httpx.AsyncClient], identities: Identities) -> httpx.AsyncClient:
+    """Airline staff: publishes flights and fares."""
+    return clients(identities.staff)
 
 
 AIRPORTS = [
@@ -202,10 +354,11 @@ FARES = [
 
 @dataclass
 class Network:
-    """Handles on the test network."""
+    """Handles on the test network: ``client`` books (agency A's agent), ``staff`` publishes."""
 
     client: httpx.AsyncClient
     clock: FakeClock
+    staff: httpx.AsyncClient
 
     async def flight(
         self,
@@ -230,7 +383,7 @@ class Network:
             "fares": fares or FARES,
             "overbooking": overbooking or {},
         }
-        r = await self.client.post("/v1/flights", json=body)
+        r = await self.staff.post("/v1/flights", json=body)
         assert r.status_code == 201, r.text
         flight: dict[str, Any] = r.json()
         return flight
@@ -246,11 +399,11 @@ class Network:
 
 
 @pytest.fixture
-async def network(client: httpx.AsyncClient, clock: FakeClock) -> Network:
+async def network(client: httpx.AsyncClient, staff: httpx.AsyncClient, clock: FakeClock) -> Network:
     for a in AIRPORTS:
-        assert (await client.post("/v1/airports", json=a)).status_code == 201
-    assert (await client.post("/v1/aircraft-types", json=SMALL_JET)).status_code == 201
-    return Network(client, clock)
+        assert (await staff.post("/v1/airports", json=a)).status_code == 201
+    assert (await staff.post("/v1/aircraft-types", json=SMALL_JET)).status_code == 201
+    return Network(client, clock, staff)
 
 
 def adult(given: str = "Anna", family: str = "Jensen", born: str = "1985-04-12") -> dict[str, str]:

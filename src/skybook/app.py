@@ -10,18 +10,23 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic import Field
+from starlette.types import Scope
 
 from skybook import __version__
 from skybook.booking import handlers as booking_handlers
 from skybook.booking.api import router as booking_router
 from skybook.bootstrap import Container, bootstrap
+from skybook.identity.api import public_router as auth_router
+from skybook.identity.api import router as identity_router
 from skybook.inventory.api import router as inventory_router
-from skybook.platform.deps import current_principal
+from skybook.platform.deps import current_principal, rate_limited
 from skybook.platform.http import (
     BodyLimitMiddleware,
     RequestIdMiddleware,
+    SecurityHeadersMiddleware,
     error_responses,
     install_error_handlers,
     install_problem_openapi,
@@ -39,7 +44,10 @@ e-tickets, choose seats and cancel.
 * Every error is `application/problem+json` with a stable `code`.
 * Every POST accepts an `Idempotency-Key` header: the same key and body replay the first
   answer; the same key with another body is refused (422).
-* **Not yet access-controlled**: authentication, tenants and rate limits arrive in the next release.
+* Every `/v1` route needs a principal: a Bearer access token from `POST /v1/auth/token`, or an
+  API key (`Authorization: Bearer sbk_...` or `X-API-Key`). Another tenant's object answers 404.
+* Requests count against per-minute limits of the caller and its tenant's plan; a 429 carries
+  `Retry-After` and the `RateLimit-*` headers.
 """
 
 
@@ -114,15 +122,19 @@ def create_app(container: Container | None = None) -> FastAPI:
             },
             {"name": "Flights", "description": "Dated flights, fares, schedules and seat maps."},
             {"name": "Network", "description": "Airports and aircraft types."},
+            {"name": "Identity", "description": "Log-in, tokens, users, tenants, API keys and the audit log."},
             {"name": "Operations", "description": "Health and readiness."},
         ],
     )
     app.state.container = container
     install_error_handlers(app)
     install_problem_openapi(app)
-    principal = [Depends(current_principal)]
-    for router in (search_router, booking_router, inventory_router):
-        app.include_router(router, dependencies=principal)
+    app.include_router(auth_router)
+    # One place puts a principal and the rate limits on every other /v1 route.
+    guarded = [Depends(current_principal), Depends(rate_limited)]
+    for router in (search_router, booking_router, inventory_router, identity_router):
+        # ...so each of them can answer 401 (no valid credentials) and 429 (a limit is used up).
+        app.include_router(router, dependencies=guarded, responses=error_responses(401, 429))
 
     @app.get(
         "/health",
@@ -149,13 +161,39 @@ def create_app(container: Container | None = None) -> FastAPI:
             await conn.execute(sa.text("SELECT 1"))
         return Health(status="ready")
 
+    async def idempotency_caller(scope: Scope) -> str:
+        # Idempotency keys belong to the caller; the principal found here is reused by the route.
+        principal = await container.authenticator.authenticate(Request(scope))
+        scope.setdefault("state", {})["principal"] = principal
+        return f"{principal.kind}:{principal.id}"
+
     # Outermost first: request id, then the body limit, then idempotency (which reads the body).
     app.add_middleware(
         IdempotencyMiddleware,
         engine_factory=lambda: container.engine,
         clock=container.clock,
         write_lock=lambda: container.write_lock,
+        caller=idempotency_caller,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PATCH"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-API-Key", "X-Request-ID"],
+            expose_headers=[
+                "Location",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "X-Request-ID",
+                "Idempotent-Replayed",
+            ],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.environment == "production")
     app.add_middleware(RequestIdMiddleware)
     return app

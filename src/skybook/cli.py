@@ -19,6 +19,8 @@ schedule_app = typer.Typer(help="Airline schedules.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(seed_app, name="seed")
 app.add_typer(schedule_app, name="schedule")
+users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 
 @app.command()
@@ -61,10 +63,14 @@ def seed_demo(
     days: Annotated[int, typer.Option(min=1, max=366, help="Days of flights from tomorrow.")] = 14,
 ) -> None:
     """Load the demo network: airports, aircraft and a schedule of dated flights."""
+    from skybook.seed.demo import DEMO_ACCOUNTS, DEMO_PASSWORD
     from skybook.seed.demo import seed_demo as run
 
     result = asyncio.run(run(Settings(), days=days))
     typer.echo(json.dumps(result))
+    typer.echo("Demo accounts (development only), password " + DEMO_PASSWORD + ":")
+    for _tenant, _kind, _plan, email, role in DEMO_ACCOUNTS:
+        typer.echo(f"  {role.value:<15} {email}")
 
 
 @schedule_app.command("import")
@@ -80,6 +86,21 @@ def schedule_import(
     last = date.fromisoformat(end) if end else first + timedelta(days=13)
     result = asyncio.run(import_schedule_file(Settings(), file, first, last))
     typer.echo(json.dumps(result))
+
+
+@users_app.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(help="E-mail of the platform admin.")],
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="At least 12 characters.")
+    ],
+    tenant: Annotated[str, typer.Option(help="Name of the operator tenant.")] = "Skybook Air",
+) -> None:
+    """Create the first platform admin (and the operator tenant) of a deployment."""
+    from skybook.seed.demo import create_platform_admin
+
+    created = asyncio.run(create_platform_admin(Settings(), email=email, password=password, tenant=tenant))
+    typer.echo("created" if created else "exists already")
 
 
 if __name__ == "__main__":  # pragma: no cover

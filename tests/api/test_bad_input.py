@@ -23,7 +23,7 @@ from skybook.bootstrap import Container
 from skybook.payments import SandboxPaymentProvider
 from skybook.payments import payments as payment_rows
 from skybook.platform.outbox import outbox
-from tests.conftest import CARD_OK, FARES, SMALL_JET, Network, adult
+from tests.conftest import CARD_OK, FARES, SMALL_JET, Identities, Network, Party, adult
 
 PROBLEM_JSON = "application/problem+json"
 MAX_BODY = 256 * 1024
@@ -97,10 +97,15 @@ async def footprint(client: httpx.AsyncClient, container: Container) -> dict[str
 
 @dataclass
 class World:
-    """A flight with a live hold and a confirmed (unpaid) order on it."""
+    """A flight with a live hold and a confirmed (unpaid) order on it.
+
+    Requests go out as a platform admin, who may call every route: these tests are about input,
+    not about who may do what (tests/security covers that).
+    """
 
     network: Network
     container: Container
+    admin: httpx.AsyncClient
     flight: dict[str, Any]
     hold_id: str
     order_id: str
@@ -109,7 +114,7 @@ class World:
 
     @property
     def client(self) -> httpx.AsyncClient:
-        return self.network.client
+        return self.admin
 
     async def footprint(self) -> dict[str, Any]:
         return await footprint(self.client, self.container)
@@ -146,7 +151,12 @@ async def confirm(client: httpx.AsyncClient, hold_id: str, passengers: list[dict
 
 
 @pytest.fixture
-async def world(network: Network, container: Container) -> World:
+async def world(
+    network: Network,
+    container: Container,
+    clients: Callable[[Party | None], httpx.AsyncClient],
+    identities: Identities,
+) -> World:
     flight = await network.flight()
     hold_id = await hold(network, flight["id"])
     order_hold = await hold(network, flight["id"])
@@ -154,6 +164,7 @@ async def world(network: Network, container: Container) -> World:
     return World(
         network=network,
         container=container,
+        admin=clients(identities.admin),
         flight=flight,
         hold_id=hold_id,
         order_id=order["id"],

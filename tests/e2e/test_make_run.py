@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from skybook.seed.demo import DEMO_PASSWORD
+
 SKYBOOK = str(Path(sys.executable).with_name("skybook"))
 
 
@@ -58,6 +60,13 @@ def test_served_platform_books_and_writes_the_confirmation_email(demo_env: dict[
                     time.sleep(0.1)
             else:
                 pytest.fail("server did not become ready")
+            assert client.get("/v1/airports").status_code == 401  # nothing without a principal
+            login = client.post(
+                "/v1/auth/token",
+                data={"grant_type": "password", "username": "agent@skybook.example.com", "password": DEMO_PASSWORD},
+            )
+            assert login.status_code == 200, login.text
+            client.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
             airports = client.get("/v1/airports", params={"page_size": 100}).json()
             assert airports["page_info"]["total"] >= 20
             day = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()

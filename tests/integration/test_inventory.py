@@ -40,10 +40,10 @@ def _schedule(network: Network, days: int = 7) -> dict[str, object]:
 
 async def test_schedule_import_creates_dated_flights_once(network: Network) -> None:
     body = _schedule(network)
-    first = await network.client.post("/v1/schedules/import", json=body)
+    first = await network.staff.post("/v1/schedules/import", json=body)
     assert first.status_code == 200, first.text
     assert first.json() == {"created": 7 + 3, "existing": 0}
-    again = await network.client.post("/v1/schedules/import", json=body)
+    again = await network.staff.post("/v1/schedules/import", json=body)
     assert again.json() == {"created": 0, "existing": 10}
     flights = (
         await network.client.get("/v1/flights", params={"origin": "CPH", "destination": "LHR", "page_size": 100})
@@ -60,7 +60,7 @@ async def test_schedule_import_creates_dated_flights_once(network: Network) -> N
 async def test_schedule_naming_an_unknown_airport_creates_nothing(network: Network) -> None:
     body = _schedule(network)
     body["flights"][1]["destination"] = "ZZZ"  # type: ignore[index]
-    r = await network.client.post("/v1/schedules/import", json=body)
+    r = await network.staff.post("/v1/schedules/import", json=body)
     assert r.status_code == 422
     assert r.json()["code"] == "unknown_airport"
     assert (await network.client.get("/v1/flights")).json()["page_info"]["total"] == 0
@@ -68,7 +68,7 @@ async def test_schedule_naming_an_unknown_airport_creates_nothing(network: Netwo
 
 async def test_closing_a_booking_class_stops_its_sale_and_its_offers(network: Network) -> None:
     flight = await network.flight()
-    closed = await network.client.patch(f"/v1/flights/{flight['id']}/booking-classes/Q", json={"is_open": False})
+    closed = await network.staff.patch(f"/v1/flights/{flight['id']}/booking-classes/Q", json={"is_open": False})
     assert closed.status_code == 200
     hold = await network.hold(flight["id"], "Q")
     assert hold.status_code == 409
@@ -84,7 +84,7 @@ async def test_closing_a_booking_class_stops_its_sale_and_its_offers(network: Ne
 async def test_new_fare_prices_new_holds_but_not_existing_ones(network: Network) -> None:
     flight = await network.flight()
     before = (await network.hold(flight["id"], "M")).json()
-    await network.client.patch(f"/v1/flights/{flight['id']}/booking-classes/M", json={"amount": 17500})
+    await network.staff.patch(f"/v1/flights/{flight['id']}/booking-classes/M", json={"amount": 17500})
     after = (await network.hold(flight["id"], "M")).json()
     assert before["total"]["amount"] == 15000
     assert after["total"]["amount"] == 17500
@@ -93,7 +93,7 @@ async def test_new_fare_prices_new_holds_but_not_existing_ones(network: Network)
 
 async def test_a_cancelled_flight_cannot_be_held(network: Network) -> None:
     flight = await network.flight()
-    assert (await network.client.post(f"/v1/flights/{flight['id']}/cancel")).json()["status"] == "cancelled"
+    assert (await network.staff.post(f"/v1/flights/{flight['id']}/cancel")).json()["status"] == "cancelled"
     r = await network.hold(flight["id"])
     assert r.status_code == 409
     assert r.json()["code"] == "flight_not_bookable"

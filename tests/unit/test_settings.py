@@ -31,3 +31,14 @@ def test_database_defaults_to_a_sqlite_file_in_the_data_dir(monkeypatch: pytest.
 def test_postgres_url_switches_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SKYBOOK_DATABASE_URL", "postgresql+asyncpg://root@127.0.0.1/skybook")
     assert Settings(_env_file=None).resolved_database_url.startswith("postgresql+asyncpg://")  # type: ignore[call-arg]
+
+
+def test_env_example_documents_every_setting() -> None:
+    from pathlib import Path
+
+    documented = {
+        line.split("=", 1)[0].removeprefix("SKYBOOK_").lower()
+        for line in (Path(__file__).parents[2] / ".env.example").read_text().splitlines()
+        if line.startswith("SKYBOOK_")
+    }
+    assert documented == set(Settings.model_fields)

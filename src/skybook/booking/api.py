@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
+from starlette.exceptions import HTTPException
 
 from skybook.booking import handlers, queries
 from skybook.booking.commands import (
@@ -33,19 +33,20 @@ from skybook.booking.schemas import (
 )
 from skybook.bootstrap import Container
 from skybook.payments import Card, luhn_valid
-from skybook.platform.deps import ContainerDep, ReadConn
+from skybook.platform.deps import BookingReader, BookingWriter, ContainerDep, ReadConn
 from skybook.platform.errors import InvalidRequest
 from skybook.platform.http import Paging, error_responses
-from skybook.platform.schemas import PageInfo
+from skybook.platform.schemas import IsoDate, PageInfo
+from skybook.platform.security import Principal
 
 router = APIRouter(prefix="/v1")
 OrderId = Annotated[uuid.UUID, Path(description="Order (or hold) id.")]
-WRITE_ERRORS = (400, 404, 409, 413, 415, 422, 503)
+WRITE_ERRORS = (400, 403, 404, 409, 413, 415, 422, 503)
 
 
-async def _read(container: Container, order_id: uuid.UUID) -> OrderRead:
+async def _read(container: Container, order_id: uuid.UUID, actor: Principal) -> OrderRead:
     async with container.engine.connect() as conn:
-        return to_order_read(await queries.order_view(conn, order_id))
+        return to_order_read(await queries.order_view(conn, order_id, actor))
 
 
 @router.post(
@@ -57,11 +58,14 @@ async def _read(container: Container, order_id: uuid.UUID) -> OrderRead:
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS),
 )
-async def create_hold(body: HoldCreate, container: ContainerDep, response: Response) -> OrderRead:
+async def create_hold(
+    body: HoldCreate, principal: BookingWriter, container: ContainerDep, response: Response
+) -> OrderRead:
     """Hold seats for a party on every segment at once, until the ticketing deadline (``expires_at``)."""
     cmd = HoldSeats(
         segments=tuple(SegmentChoice(s.flight_id, s.booking_class) for s in body.segments),
         party=PartySize(body.passengers.adults, body.passengers.children, body.passengers.infants),
+        actor=principal,
     )
     hold = await handlers.hold_seats(cmd, container)
     response.headers["Location"] = f"/v1/holds/{hold.id}"
@@ -75,11 +79,11 @@ async def create_hold(body: HoldCreate, container: ContainerDep, response: Respo
     operation_id="getHold",
     summary="Get a hold",
     response_model=OrderRead,
-    responses=error_responses(404, 422),
+    responses=error_responses(403, 404, 422),
 )
-async def get_hold(order_id: OrderId, conn: ReadConn) -> OrderRead:
+async def get_hold(order_id: OrderId, principal: BookingReader, conn: ReadConn) -> OrderRead:
     """A hold (the order in its ``held`` state, or whatever it became)."""
-    return to_order_read(await queries.order_view(conn, order_id))
+    return to_order_read(await queries.order_view(conn, order_id, principal))
 
 
 @router.post(
@@ -90,10 +94,10 @@ async def get_hold(order_id: OrderId, conn: ReadConn) -> OrderRead:
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS),
 )
-async def release_hold(order_id: OrderId, container: ContainerDep) -> OrderRead:
+async def release_hold(order_id: OrderId, principal: BookingWriter, container: ContainerDep) -> OrderRead:
     """Give the held seats back now instead of at expiry."""
-    await handlers.release_hold(ReleaseHold(order_id), container)
-    return await _read(container, order_id)
+    await handlers.release_hold(ReleaseHold(order_id, actor=principal), container)
+    return await _read(container, order_id, principal)
 
 
 @router.post(
@@ -105,7 +109,9 @@ async def release_hold(order_id: OrderId, container: ContainerDep) -> OrderRead:
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS),
 )
-async def create_order(body: OrderCreate, container: ContainerDep, response: Response) -> OrderRead:
+async def create_order(
+    body: OrderCreate, principal: BookingWriter, container: ContainerDep, response: Response
+) -> OrderRead:
     """Name the passengers of a hold; the order gets its record locator and awaits payment."""
     cmd = ConfirmOrder(
         order_id=body.hold_id,
@@ -115,10 +121,11 @@ async def create_order(body: OrderCreate, container: ContainerDep, response: Res
         ),
         contact_email=str(body.contact.email),
         contact_phone=body.contact.phone,
+        actor=principal,
     )
     await handlers.confirm_order(cmd, container)
     response.headers["Location"] = f"/v1/orders/{body.hold_id}"
-    return await _read(container, body.hold_id)
+    return await _read(container, body.hold_id, principal)
 
 
 @router.get(
@@ -127,17 +134,18 @@ async def create_order(body: OrderCreate, container: ContainerDep, response: Res
     operation_id="listOrders",
     summary="List orders",
     response_model=OrderPage,
-    responses=error_responses(422),
+    responses=error_responses(403, 422),
 )
 async def list_orders(
+    principal: BookingReader,
     conn: ReadConn,
     paging: Annotated[Paging, Depends()],
     order_status: Annotated[
         Literal["held", "confirmed", "ticketed", "cancelled", "expired"] | None,
         Query(alias="status", description="Only orders in this status."),
     ] = None,
-    created_from: Annotated[dt.date | None, Query(description="Created on or after this UTC date.")] = None,
-    created_to: Annotated[dt.date | None, Query(description="Created on or before this UTC date.")] = None,
+    created_from: Annotated[IsoDate | None, Query(description="Created on or after this UTC date.")] = None,
+    created_to: Annotated[IsoDate | None, Query(description="Created on or before this UTC date.")] = None,
     flight_id: Annotated[uuid.UUID | None, Query(description="Only orders on this flight.")] = None,
 ) -> OrderPage:
     """Orders, newest first."""
@@ -149,11 +157,18 @@ async def list_orders(
         flight_id=flight_id,
         offset=paging.offset,
         limit=paging.page_size,
+        actor=principal,
     )
     return OrderPage(
         items=[to_order_read(v) for v in items],
         page_info=PageInfo(page=paging.page, page_size=paging.page_size, total=total),
     )
+
+
+@router.api_route("/orders/lookup", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def lookup_order_other_methods() -> None:
+    """``/orders/lookup`` is a resource of its own, not an order id: other methods than POST answer 405."""
+    raise HTTPException(status.HTTP_405_METHOD_NOT_ALLOWED, headers={"Allow": "POST"})
 
 
 @router.get(
@@ -162,11 +177,11 @@ async def list_orders(
     operation_id="getOrder",
     summary="Get an order",
     response_model=OrderRead,
-    responses=error_responses(404, 422),
+    responses=error_responses(403, 404, 422),
 )
-async def get_order(order_id: OrderId, conn: ReadConn) -> OrderRead:
+async def get_order(order_id: OrderId, principal: BookingReader, conn: ReadConn) -> OrderRead:
     """One order with its segments, passengers, seats and e-tickets."""
-    return to_order_read(await queries.order_view(conn, order_id))
+    return to_order_read(await queries.order_view(conn, order_id, principal))
 
 
 @router.post(
@@ -175,11 +190,11 @@ async def get_order(order_id: OrderId, conn: ReadConn) -> OrderRead:
     operation_id="lookupOrder",
     summary="Manage my booking",
     response_model=OrderRead,
-    responses=error_responses(400, 404, 413, 415, 422),
+    responses=error_responses(400, 403, 404, 413, 415, 422),
 )
-async def lookup_order(body: OrderLookup, conn: ReadConn) -> OrderRead:
+async def lookup_order(body: OrderLookup, principal: BookingReader, conn: ReadConn) -> OrderRead:
     """Find a booking by record locator and a passenger's family name (sent in the body, not the URL)."""
-    return to_order_read(await queries.find_by_locator(conn, body.record_locator, body.family_name))
+    return to_order_read(await queries.find_by_locator(conn, body.record_locator, body.family_name, principal))
 
 
 @router.post(
@@ -190,7 +205,9 @@ async def lookup_order(body: OrderLookup, conn: ReadConn) -> OrderRead:
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS, 402, 502),
 )
-async def pay_order(order_id: OrderId, body: PaymentCreate, container: ContainerDep) -> OrderRead:
+async def pay_order(
+    order_id: OrderId, body: PaymentCreate, principal: BookingWriter, container: ContainerDep
+) -> OrderRead:
     """Authorise and capture the total; on success one 13-digit e-ticket is issued per passenger."""
     card = body.card
     if not luhn_valid(card.number):
@@ -199,10 +216,10 @@ async def pay_order(order_id: OrderId, body: PaymentCreate, container: Container
     if (card.exp_year, card.exp_month) < (today.year, today.month):
         raise InvalidRequest("the card has expired")
     await handlers.pay_order(
-        PayOrder(order_id, Card(card.number, card.exp_month, card.exp_year, card.cvc, card.holder)),
+        PayOrder(order_id, Card(card.number, card.exp_month, card.exp_year, card.cvc, card.holder), actor=principal),
         container,
     )
-    return await _read(container, order_id)
+    return await _read(container, order_id, principal)
 
 
 @router.post(
@@ -213,11 +230,15 @@ async def pay_order(order_id: OrderId, body: PaymentCreate, container: Container
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS),
 )
-async def assign_seats(order_id: OrderId, body: SeatAssignmentCreate, container: ContainerDep) -> OrderRead:
+async def assign_seats(
+    order_id: OrderId, body: SeatAssignmentCreate, principal: BookingWriter, container: ContainerDep
+) -> OrderRead:
     """Give passengers specific seats in their booked cabin; a taken seat answers ``seat_unavailable``."""
-    cmd = AssignSeats(order_id, tuple(SeatRequest(s.passenger_id, s.flight_id, s.seat) for s in body.seats))
+    cmd = AssignSeats(
+        order_id, tuple(SeatRequest(s.passenger_id, s.flight_id, s.seat) for s in body.seats), actor=principal
+    )
     await handlers.assign_seats(cmd, container)
-    return await _read(container, order_id)
+    return await _read(container, order_id, principal)
 
 
 @router.post(
@@ -228,10 +249,10 @@ async def assign_seats(order_id: OrderId, body: SeatAssignmentCreate, container:
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS, 502),
 )
-async def cancel_order(order_id: OrderId, container: ContainerDep) -> OrderRead:
+async def cancel_order(order_id: OrderId, principal: BookingWriter, container: ContainerDep) -> OrderRead:
     """Cancel; a ticketed order is voided on its day of issue, refunded after; the seats are released."""
-    await handlers.cancel_order(CancelOrder(order_id), container)
-    return await _read(container, order_id)
+    await handlers.cancel_order(CancelOrder(order_id, actor=principal), container)
+    return await _read(container, order_id, principal)
 
 
 @router.get(
@@ -240,8 +261,10 @@ async def cancel_order(order_id: OrderId, container: ContainerDep) -> OrderRead:
     operation_id="getSeatMap",
     summary="Get a seat map",
     response_model=SeatMapRead,
-    responses=error_responses(404, 422),
+    responses=error_responses(403, 404, 422),
 )
-async def get_seat_map(flight_id: Annotated[uuid.UUID, Path(description="Flight id.")], conn: ReadConn) -> SeatMapRead:
+async def get_seat_map(
+    _principal: BookingReader, flight_id: Annotated[uuid.UUID, Path(description="Flight id.")], conn: ReadConn
+) -> SeatMapRead:
     """The flight's seats with window/aisle/exit attributes and availability."""
     return SeatMapRead.model_validate(await queries.seat_map(conn, flight_id))

@@ -153,6 +153,8 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
             {
                 "id": order_id,
                 "status": OrderStatus.HELD,
+                "tenant_id": actor.tenant_id if actor else None,
+                "created_by": actor.id if actor else None,
                 "adults": cmd.party.adults,
                 "children": cmd.party.children,
                 "infants": cmd.party.infants,

@@ -128,9 +128,10 @@ async def list_orders(
     flight_id: uuid.UUID | None,
     offset: int,
     limit: int,
+    actor: Principal | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Orders matching filters, newest first."""
-    where: list[sa.ColumnElement[bool]] = []
+    """Orders matching filters, newest first, among those the actor may see."""
+    where: list[sa.ColumnElement[bool]] = visible_to(actor)
     if status:
         where.append(orders.c.status == status)
     if created_from:

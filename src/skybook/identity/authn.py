@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
-from skybook.identity.handlers import PrincipalRow, api_key_subject, load_principal
+from skybook.identity.handlers import PrincipalRow, api_key_subject, load_principal, touch_api_key
 from skybook.identity.model import Unauthenticated
 from skybook.identity.tokens import InvalidToken, TokenService, digest
 from skybook.platform.clock import Clock
@@ -67,7 +67,9 @@ class Authenticator:
         if not credential:
             credential = request.headers.get("x-api-key", "").strip()
             scheme = "bearer" if credential else scheme
-        if scheme.lower() != "bearer" or not credential or len(credential) > 4096:
+        # Tokens and keys are printable ASCII; anything else is refused before it reaches a query.
+        printable = credential.isascii() and credential.isprintable()
+        if scheme.lower() != "bearer" or not credential or len(credential) > 4096 or not printable:
             raise Unauthenticated("send a Bearer access token or an API key", headers=_CHALLENGE)
         if credential.startswith("sbk_"):
             return await self._api_key(credential)
@@ -88,7 +90,12 @@ class Authenticator:
     async def _api_key(self, credential: str) -> Principal:
         async def find() -> uuid.UUID | None:
             async with self.engine.connect() as conn:
-                return await api_key_subject(conn, credential, self.clock.now())
+                subject = await api_key_subject(conn, credential, self.clock.now())
+            if subject is not None:
+                # At most once a second per process (the cache), and a no-op unless a minute passed.
+                async with self.engine.begin() as conn:
+                    await touch_api_key(conn, subject, self.clock.now())
+            return subject
 
         subject = await self._keys.get(digest(credential), find)
         row = await self._principal(subject, "api_key") if subject is not None else None

@@ -199,7 +199,9 @@ async def _guard(deps: IdentityDeps, email: str, ip: str) -> None:
         raise Busy("login is temporarily unavailable; retry shortly") from exc
     if not account.allowed or not address.allowed:
         retry = max(account.reset_after, address.reset_after, 1)
-        raise TooManyAttempts("too many failed logins; wait before trying again", retry_after=retry)
+        raise TooManyAttempts(
+            "too many failed logins; wait before trying again", headers={"Retry-After": str(retry)}, retry_after=retry
+        )
 
 
 async def _count_failure(deps: IdentityDeps, email: str, ip: str) -> None:

@@ -21,6 +21,30 @@ class SignUp(StrictInput):
     email: EmailStr = Field(description="Log-in e-mail.", examples=["ada@example.com"])
     password: str = Password
 
+    model_config = {
+        "json_schema_extra": {"examples": [{"email": "ada@example.com", "password": "correct horse battery"}]}
+    }
+
+
+class TokenRequest(StrictInput):
+    """OAuth2 token request, form-encoded (``application/x-www-form-urlencoded``)."""
+
+    grant_type: Literal["password", "refresh_token", "client_credentials"] = Field(description="OAuth2 grant type.")
+    username: str | None = Field(None, max_length=254, description="E-mail (password grant).")
+    password: str | None = Field(None, max_length=128, description="Password (password grant).")
+    refresh_token: str | None = Field(None, max_length=200, description="Refresh token (refresh_token grant).")
+    client_id: str | None = Field(None, max_length=64, description="API key prefix, sbk_... (client credentials).")
+    client_secret: str | None = Field(None, max_length=200, description="The rest of the API key (client credentials).")
+    scope: str | None = Field(None, max_length=200, description="Ignored: a token carries the scopes of its subject.")
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"grant_type": "password", "username": "agent@skybook.example.com", "password": "skybook-demo-password"}
+            ]
+        }
+    }
+
 
 class TokenResponse(Output):
     """OAuth2 token response."""
@@ -37,12 +61,29 @@ class PasswordChange(StrictInput):
     current_password: str = Field(min_length=1, max_length=128, description="The password in use now.")
     new_password: str = Password
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"current_password": "correct horse battery", "new_password": "staple the battery horse"}]
+        }
+    }
+
 
 class InvitationAccept(StrictInput):
     """Activate an invited account by choosing a password."""
 
     token: str = Field(min_length=10, max_length=200, description="The invitation token.")
     password: str = Password
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "token": "inv_0123456789ab_0000000000000000000000000000000000000000000000000000000000000000",
+                    "password": "correct horse battery",
+                }
+            ]
+        }
+    }
 
 
 class PrincipalRead(Output):
@@ -64,6 +105,14 @@ class TenantCreate(StrictInput):
     plan: str = Field("standard", pattern=r"^[a-z0-9_-]{1,32}$", description="Plan code.", examples=["standard"])
     admin_email: EmailStr = Field(description="E-mail of the tenant's first admin.")
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"name": "Nordic Travel ApS", "plan": "standard", "admin_email": "admin@nordic-travel.example.com"}
+            ]
+        }
+    }
+
 
 class TenantCreated(Output):
     """A new tenant and the invitation for its admin (shown once)."""
@@ -83,6 +132,8 @@ class UserInvite(StrictInput):
         description="Role to grant (never more than your own)."
     )
 
+    model_config = {"json_schema_extra": {"examples": [{"email": "agent@nordic-travel.example.com", "role": "agent"}]}}
+
 
 class Invitation(Output):
     """An invited user and the invitation token (shown once)."""
@@ -95,6 +146,8 @@ class RoleChange(StrictInput):
     """Change a colleague's role."""
 
     role: Literal["tenant_admin", "agent", "airline_staff", "platform_admin"] = Field(description="The new role.")
+
+    model_config = {"json_schema_extra": {"examples": [{"role": "tenant_admin"}]}}
 
 
 class UserRead(Output):
@@ -123,6 +176,12 @@ class ApiKeyCreate(StrictInput):
         examples=[["search", "bookings:read", "bookings:write"]],
     )
 
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"name": "booking engine", "scopes": ["search", "bookings:read", "bookings:write"]}]
+        }
+    }
+
 
 class ApiKeyRead(Output):
     """An API key as listed (never with its secret)."""
@@ -139,7 +198,9 @@ class ApiKeyRead(Output):
 class ApiKeyCreated(ApiKeyRead):
     """A new API key; ``key`` is shown only in this answer and stored only as a hash."""
 
-    key: str = Field(description="The secret key. Also usable as client_id/client_secret: split at the last '_'.")
+    key: str = Field(
+        description="The secret key. For client credentials: client_id is the prefix (sbk_...), client_secret the rest."
+    )
 
 
 class ApiKeyPage(Page[ApiKeyRead]):

@@ -115,11 +115,16 @@ class TokenService:
                 algorithms=[ALGORITHM],
                 audience=self.audience,
                 issuer=self.issuer,
-                options={"require": ["iss", "aud", "sub", "exp", "iat", "nbf", "jti"], "verify_iat": True},
-                leeway=0,
+                # Time claims are checked below against our clock (the same clock that issued them).
+                options={
+                    "require": ["iss", "aud", "sub", "exp", "iat", "nbf", "jti"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
-            # PyJWT checks exp/nbf against the system clock; check against ours as well.
-            if not claims["nbf"] <= now.timestamp() < claims["exp"]:
+            ts = now.timestamp()
+            if not (claims["nbf"] <= ts < claims["exp"] and claims["iat"] <= ts):
                 raise InvalidToken("token not valid at this time")
             return AccessClaims(
                 subject=uuid.UUID(claims["sub"]),
@@ -135,7 +140,7 @@ class TokenService:
 def new_secret(prefix: str) -> tuple[str, str, str]:
     """A random credential ``<prefix>_<id>_<secret>``: returns (credential, id part, sha256 of it)."""
     ident = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(32)
+    secret = secrets.token_hex(32)  # hex: no "_" inside, so the parts split unambiguously
     credential = f"{prefix}_{ident}_{secret}"
     return credential, ident, digest(credential)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -30,10 +29,10 @@ from skybook.inventory.schemas import (
     ScheduleImportResult,
 )
 from skybook.inventory.tables import aircraft_types, airports, flights
-from skybook.platform.deps import ContainerDep, ReadConn
+from skybook.platform.deps import ContainerDep, OperatorPrincipal, ReadConn
 from skybook.platform.errors import NotFound
 from skybook.platform.http import Paging, error_responses
-from skybook.platform.schemas import Money, PageInfo
+from skybook.platform.schemas import IsoDate, Money, PageInfo
 
 router = APIRouter(prefix="/v1")
 IATA = Annotated[str, Path(pattern=r"^[A-Z]{3}$", description="IATA airport code.")]
@@ -83,9 +82,11 @@ async def get_airport(iata: IATA, conn: ReadConn) -> AirportRead:
     summary="Add an airport",
     status_code=status.HTTP_201_CREATED,
     response_model=AirportRead,
-    responses=error_responses(400, 409, 413, 415, 422),
+    responses=error_responses(400, 403, 409, 413, 415, 422),
 )
-async def create_airport(body: AirportCreate, container: ContainerDep, response: Response) -> AirportRead:
+async def create_airport(
+    _staff: OperatorPrincipal, body: AirportCreate, container: ContainerDep, response: Response
+) -> AirportRead:
     """Add an airport to the network (airline staff)."""
     await handlers.create_airport(body, container.uow())
     response.headers["Location"] = f"/v1/airports/{body.iata}"
@@ -148,9 +149,11 @@ async def get_aircraft_type(
     summary="Add an aircraft type",
     status_code=status.HTTP_201_CREATED,
     response_model=AircraftTypeRead,
-    responses=error_responses(400, 409, 413, 415, 422),
+    responses=error_responses(400, 403, 409, 413, 415, 422),
 )
-async def create_aircraft_type(body: AircraftTypeCreate, container: ContainerDep) -> AircraftTypeRead:
+async def create_aircraft_type(
+    _staff: OperatorPrincipal, body: AircraftTypeCreate, container: ContainerDep
+) -> AircraftTypeRead:
     """Register an aircraft type and its seat map (airline staff)."""
     seat_map = await handlers.create_aircraft_type(body, container.uow())
     return AircraftTypeRead(code=body.code, name=body.name, cabins=body.cabins, capacity=seat_map.capacity_by_cabin())
@@ -219,7 +222,7 @@ async def list_flights(
     paging: Annotated[Paging, Depends()],
     origin: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description="Origin airport.")] = None,
     destination: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$", description="Destination airport.")] = None,
-    departure_date: Annotated[dt.date | None, Query(description="Local departure date.")] = None,
+    departure_date: Annotated[IsoDate | None, Query(description="Local departure date.")] = None,
     flight_status: Annotated[
         str | None,
         Query(alias="status", pattern="^(scheduled|cancelled)$", description="Flight status."),
@@ -265,9 +268,11 @@ async def get_flight(flight_id: FlightId, conn: ReadConn) -> FlightRead:
     summary="Publish a flight",
     status_code=status.HTTP_201_CREATED,
     response_model=FlightRead,
-    responses=error_responses(400, 404, 409, 413, 415, 422),
+    responses=error_responses(400, 403, 404, 409, 413, 415, 422),
 )
-async def create_flight(body: FlightCreate, container: ContainerDep, response: Response) -> FlightRead:
+async def create_flight(
+    _staff: OperatorPrincipal, body: FlightCreate, container: ContainerDep, response: Response
+) -> FlightRead:
     """Publish one dated flight with its booking classes (airline staff)."""
     flight_id = await handlers.create_flight(body, container.uow(), clock=container.clock)
     response.headers["Location"] = f"/v1/flights/{flight_id}"
@@ -282,9 +287,9 @@ async def create_flight(body: FlightCreate, container: ContainerDep, response: R
     operation_id="cancelFlight",
     summary="Cancel a flight",
     response_model=FlightRead,
-    responses=error_responses(400, 404, 413, 422),
+    responses=error_responses(400, 403, 404, 413, 422),
 )
-async def cancel_flight(flight_id: FlightId, container: ContainerDep) -> FlightRead:
+async def cancel_flight(_staff: OperatorPrincipal, flight_id: FlightId, container: ContainerDep) -> FlightRead:
     """Take a flight off sale; booked passengers keep their seats for re-accommodation."""
     await handlers.cancel_flight(flight_id, container.uow())
     async with container.engine.connect() as conn:
@@ -298,9 +303,10 @@ async def cancel_flight(flight_id: FlightId, container: ContainerDep) -> FlightR
     operation_id="updateBookingClass",
     summary="Set a fare or limit",
     response_model=FlightRead,
-    responses=error_responses(400, 404, 413, 415, 422),
+    responses=error_responses(400, 403, 404, 413, 415, 422),
 )
 async def update_booking_class(
+    _staff: OperatorPrincipal,
     flight_id: FlightId,
     code: Annotated[str, Path(pattern=r"^[A-Z]$", description="Booking class letter.")],
     body: BookingClassUpdate,
@@ -319,8 +325,10 @@ async def update_booking_class(
     operation_id="importSchedule",
     summary="Import a schedule",
     response_model=ScheduleImportResult,
-    responses=error_responses(400, 404, 409, 413, 415, 422),
+    responses=error_responses(400, 403, 404, 409, 413, 415, 422),
 )
-async def import_schedule(body: ScheduleImport, container: ContainerDep) -> ScheduleImportResult:
+async def import_schedule(
+    _staff: OperatorPrincipal, body: ScheduleImport, container: ContainerDep
+) -> ScheduleImportResult:
     """Create the dated flights of a schedule; importing it again creates nothing new."""
     return await handlers.import_schedule(body, container.uow(), clock=container.clock)

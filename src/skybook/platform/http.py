@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import uuid
 from typing import Annotated, Any
 
 import orjson
 import sqlalchemy as sa
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import Field
@@ -61,7 +63,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries declaring problem+json answers for the given statuses."""
     descriptions = {
         400: "Malformed request (e.g. invalid JSON or Idempotency-Key)",
+        401: "Missing, invalid or expired credentials",
         402: "Payment declined",
+        403: "Not allowed for the caller's role or scopes",
         404: "Not found",
         409: "Conflict with the current state",
         413: "Request body too large",
@@ -115,8 +119,10 @@ def problem_response(status: int, body: dict[str, Any], headers: dict[str, str] 
 async def _domain_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     body = problem(status=exc.status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra)
-    headers = {"Retry-After": "1"} if exc.status == 503 else None
-    return problem_response(exc.status, body, headers)
+    headers = dict(exc.headers)
+    if exc.status == 503:
+        headers.setdefault("Retry-After", "1")
+    return problem_response(exc.status, body, headers or None)
 
 
 def _clean_errors(errors: Any) -> list[dict[str, Any]]:
@@ -131,11 +137,22 @@ def _malformed_json(detail: str) -> Response:
     return problem_response(400, problem(status=400, code="malformed_json", title="Malformed JSON", detail=detail))
 
 
-def _sent_as_non_json(request: Request) -> bool:
-    """A body arrived, but not as JSON (FastAPI parses only application/json and */*+json)."""
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def _expects_form(request: Request) -> bool:
+    """The matched route reads its body as a form (the OAuth2 token endpoint), not as JSON."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    return body_field is not None and isinstance(body_field.field_info, params.Form)
+
+
+def _sent_as_unsupported(request: Request) -> bool:
+    """A body arrived in a media type the route does not read (JSON, or a form for form routes)."""
     headers = request.headers
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
     mime = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if _expects_form(request):
+        return has_body and mime not in _FORM_TYPES
     is_json = mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
     return has_body and not is_json
 
@@ -146,12 +163,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     if any(e.get("type") == "json_invalid" for e in errors):
         return _malformed_json("the request body is not valid JSON")
     body_errors = [e for e in errors if e.get("loc", ("",))[0] == "body"]
-    if body_errors and request.method in {"POST", "PUT", "PATCH"} and _sent_as_non_json(request):
+    if body_errors and request.method in {"POST", "PUT", "PATCH"} and _sent_as_unsupported(request):
+        expected = "application/x-www-form-urlencoded" if _expects_form(request) else "application/json"
         body = problem(
             status=415,
             code="unsupported_media_type",
             title="Unsupported media type",
-            detail="send the body as application/json",
+            detail=f"send the body as {expected}",
         )
         return problem_response(415, body)
     body = problem(
@@ -169,7 +187,35 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 _BODY_PARSE_FAILED = "There was an error parsing the body"
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+_OPERATION_METHODS = frozenset({"get", "put", "post", "delete", "patch"})
+
+
+@functools.cache
+def _template_pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"({[^}]+})", template)
+    return re.compile("".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts))
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the requested resource supports, per the OpenAPI document (RFC 9110 ``Allow``).
+
+    Starlette answers 405 from the first route whose path matched and lists only that route's
+    methods; a path served by several routes (GET and POST /v1/orders) supports them all. When
+    a literal path and a templated one both match (/v1/orders/lookup, /v1/orders/{order_id}),
+    the literal one is the resource.
+    """
+    paths: dict[str, Any] = request.app.openapi().get("paths", {})
+    matching = [t for t in paths if _template_pattern(t).fullmatch(request.url.path)]
+    if not matching:
+        return None
+    fewest = min(t.count("{") for t in matching)
+    methods = {m.upper() for t in matching if t.count("{") == fewest for m in paths[t] if m in _OPERATION_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods)) if methods else None
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
         return _malformed_json(
@@ -177,10 +223,15 @@ async def _http_error(_: Request, exc: Exception) -> Response:
         )
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        allow = _allowed_methods(request)
+        if allow is not None:
+            headers["Allow"] = allow
     return problem_response(
         exc.status_code,
         problem(status=exc.status_code, code=code, title=title, detail=detail),
-        dict(exc.headers) if exc.headers else None,
+        headers or None,
     )
 
 
@@ -312,3 +363,44 @@ class Paging:
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.page_size
+
+
+class SecurityHeadersMiddleware:
+    """Adds the response headers an API should send (OWASP Secure Headers), plus RateLimit headers."""
+
+    _API_HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"cross-origin-resource-policy", b"same-origin"),
+        (b"permissions-policy", b"geolocation=(), camera=(), microphone=()"),
+    )
+    # The interactive docs load their scripts from a CDN; everything else is JSON and needs nothing.
+    _DOCS_PATHS = ("/docs", "/redoc")
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope["path"].startswith(self._DOCS_PATHS)
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.extend(self._API_HEADERS)
+                if not docs:
+                    headers.append((b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"))
+                if self.hsts:
+                    headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
+                limit = scope.get("state", {}).get("rate_limit")
+                if limit is not None and not any(k == b"ratelimit-limit" for k, _ in headers):
+                    headers.extend(limit.headers())
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

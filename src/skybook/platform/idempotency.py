@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skybook.platform.clock import Clock
 from skybook.platform.db import UTCDateTime, insert_ignoring_conflicts, metadata
+from skybook.platform.errors import DomainError
 from skybook.platform.problems import read_body, replay_body, send_problem
 
 idempotency_keys = sa.Table(
@@ -54,11 +55,13 @@ class IdempotencyMiddleware:
         engine_factory: Callable[[], AsyncEngine],
         clock: Clock,
         write_lock: Callable[[], Any] | None = None,
+        caller: Callable[[Scope], Awaitable[str]] | None = None,
     ) -> None:
         self.app = app
         self._engine_factory = engine_factory
         self._clock = clock
         self._write_lock = write_lock
+        self._caller = caller
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/v1/"):
@@ -80,7 +83,7 @@ class IdempotencyMiddleware:
 
         body = await read_body(receive)
         fingerprint = hashlib.sha256(scope["path"].encode() + b"\n" + body).hexdigest()
-        scope_name = _scope_of(scope)
+        scope_name = await self._scope_of(scope)
         store = _Store(self._engine_factory(), self._clock, self._write_lock)
         existing = await store.reserve(scope_name, key, fingerprint)
         if existing is not None:
@@ -107,6 +110,16 @@ class IdempotencyMiddleware:
         else:
             headers = {k.decode(): v.decode() for k, v in captured["headers"] if k.lower() in _REPLAYED_HEADERS}
             await store.complete(scope_name, key, captured["status"], headers, bytes(captured["body"]))
+
+    async def _scope_of(self, scope: Scope) -> str:
+        """Keys are per caller: one principal's key never replays another principal's answer."""
+        if self._caller is None:
+            return "public"
+        try:
+            return await self._caller(scope)
+        except DomainError:
+            # No valid credentials: the route itself answers 401, or needs none (log-in, sign-up).
+            return "anonymous"
 
 
 class _Store:
@@ -220,9 +233,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
             except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
                 return ""
     return None
-
-
-def _scope_of(scope: Scope) -> str:
-    # Keys are per caller. Until principals exist every caller shares one scope; the auth
-    # issue narrows this to the authenticated principal.
-    return "public"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from skybook.platform.deps import ContainerDep, ReadConn
+from skybook.platform.deps import ContainerDep, ReadConn, SearchPrincipal
 from skybook.platform.http import error_responses
 from skybook.platform.schemas import PageInfo
 from skybook.search.queries import search
@@ -21,9 +21,11 @@ router = APIRouter(prefix="/v1")
     operation_id="searchOffers",
     summary="Search flights",
     response_model=OfferPage,
-    responses=error_responses(422),
+    responses=error_responses(403, 422),
 )
-async def search_offers(query: Annotated[SearchQuery, Query()], conn: ReadConn, container: ContainerDep) -> OfferPage:
+async def search_offers(
+    _principal: SearchPrincipal, query: Annotated[SearchQuery, Query()], conn: ReadConn, container: ContainerDep
+) -> OfferPage:
     """Priced offers for a one-way or round trip, sorted by departure; hold one with its segments."""
     offers, total = await search(conn, query, now=container.clock.now(), max_passengers=container.max_passengers)
     return OfferPage(items=offers, page_info=PageInfo(page=query.page, page_size=query.page_size, total=total))

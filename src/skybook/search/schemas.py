@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from skybook.platform.schemas import MAX_PAGE_SIZE, IataCode, Money, Output, Page, StrictInput
+from skybook.platform.schemas import MAX_PAGE_SIZE, IataCode, IsoDate, Money, Output, Page, StrictInput
 
 
 class SearchQuery(StrictInput):
@@ -16,8 +16,8 @@ class SearchQuery(StrictInput):
 
     origin: IataCode
     destination: IataCode
-    departure_date: dt.date = Field(description="Local departure date at the origin.")
-    return_date: dt.date | None = Field(None, description="Local departure date of the return flight.")
+    departure_date: IsoDate = Field(description="Local departure date at the origin.")
+    return_date: IsoDate | None = Field(None, description="Local departure date of the return flight.")
     adults: int = Field(1, ge=0, le=9, description="Passengers aged 12 or more.")
     children: int = Field(0, ge=0, le=9, description="Passengers aged 2 to 11.")
     infants: int = Field(0, ge=0, le=9, description="Lap infants under 2.")
