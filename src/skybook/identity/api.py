@@ -34,7 +34,6 @@ from skybook.identity.tables import api_keys, audit_log, users
 from skybook.platform.deps import ContainerDep, CurrentPrincipal, ReadConn, client_ip, ip_rate_limited, require_roles
 from skybook.platform.errors import InvalidRequest, NotFound
 from skybook.platform.http import Paging, error_responses
-from skybook.platform.schemas import PageInfo
 from skybook.platform.security import Principal, Role
 
 # Routes that work without a principal: sign-up, the token endpoint, accepting an invitation.
@@ -193,18 +192,8 @@ async def create_tenant(
 async def list_users(principal: TenantAdmin, conn: ReadConn, paging: Annotated[Paging, Depends()]) -> UserPage:
     """Users of your tenant (platform admins: of every tenant)."""
     where = [] if principal.tenant_filter is None else [users.c.tenant_id == principal.tenant_filter]
-    total = await conn.scalar(sa.select(sa.func.count()).select_from(users).where(*where)) or 0
-    rows = await conn.execute(
-        sa.select(users)
-        .where(*where)
-        .order_by(users.c.created_at, users.c.id)
-        .offset(paging.offset)
-        .limit(paging.page_size)
-    )
-    return UserPage(
-        items=[UserRead.model_validate(r) for r in rows],
-        page_info=PageInfo(page=paging.page, page_size=paging.page_size, total=total),
-    )
+    rows, page_info = await paging.fetch(conn, users, where=where, order_by=[users.c.created_at, users.c.id])
+    return UserPage(items=[UserRead.model_validate(r) for r in rows], page_info=page_info)
 
 
 @router.post(
@@ -289,18 +278,8 @@ async def create_api_key(
 async def list_api_keys(principal: TenantAdmin, conn: ReadConn, paging: Annotated[Paging, Depends()]) -> ApiKeyPage:
     """API keys of your tenant, with last use and revocation (never their secrets)."""
     where = [] if principal.tenant_filter is None else [api_keys.c.tenant_id == principal.tenant_filter]
-    total = await conn.scalar(sa.select(sa.func.count()).select_from(api_keys).where(*where)) or 0
-    rows = await conn.execute(
-        sa.select(api_keys)
-        .where(*where)
-        .order_by(api_keys.c.created_at, api_keys.c.id)
-        .offset(paging.offset)
-        .limit(paging.page_size)
-    )
-    return ApiKeyPage(
-        items=[_key_read(r) for r in rows],
-        page_info=PageInfo(page=paging.page, page_size=paging.page_size, total=total),
-    )
+    rows, page_info = await paging.fetch(conn, api_keys, where=where, order_by=[api_keys.c.created_at, api_keys.c.id])
+    return ApiKeyPage(items=[_key_read(r) for r in rows], page_info=page_info)
 
 
 @router.post(
@@ -337,11 +316,5 @@ async def list_audit_events(
 ) -> AuditEventPage:
     """Security events of your tenant, newest first (platform admins: every tenant)."""
     where = [] if principal.tenant_filter is None else [audit_log.c.tenant_id == principal.tenant_filter]
-    total = await conn.scalar(sa.select(sa.func.count()).select_from(audit_log).where(*where)) or 0
-    rows = await conn.execute(
-        sa.select(audit_log).where(*where).order_by(audit_log.c.id.desc()).offset(paging.offset).limit(paging.page_size)
-    )
-    return AuditEventPage(
-        items=[AuditEventRead.model_validate(r) for r in rows],
-        page_info=PageInfo(page=paging.page, page_size=paging.page_size, total=total),
-    )
+    rows, page_info = await paging.fetch(conn, audit_log, where=where, order_by=[audit_log.c.id.desc()])
+    return AuditEventPage(items=[AuditEventRead.model_validate(r) for r in rows], page_info=page_info)

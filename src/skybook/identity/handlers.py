@@ -148,6 +148,35 @@ async def api_key_subject(conn: AsyncConnection, credential: str, now: datetime)
     return uuid.UUID(str(row.id))
 
 
+async def insert_user(
+    conn: AsyncConnection,
+    *,
+    tenant_id: uuid.UUID,
+    email: str,
+    role: Role,
+    now: datetime,
+    password_hash: str | None = None,
+    invitation_hash: str | None = None,
+) -> uuid.UUID:
+    """Insert a user: active with a password hash, or invited (for seven days) with an invitation hash."""
+    user_id = uuid7()
+    await conn.execute(
+        sa.insert(users).values(
+            id=user_id,
+            tenant_id=tenant_id,
+            email=email,
+            password_hash=password_hash,
+            role=role,
+            status="invited" if invitation_hash else "active",
+            session_version=1,
+            invitation_hash=invitation_hash,
+            invitation_expires_at=now + timedelta(days=7) if invitation_hash else None,
+            created_at=now,
+        )
+    )
+    return user_id
+
+
 async def _direct_tenant(conn: AsyncConnection, now: datetime) -> uuid.UUID:
     tid = await conn.scalar(sa.select(tenants.c.id).where(tenants.c.kind == "direct"))
     if tid is not None:
@@ -171,18 +200,8 @@ async def signup_traveller(email: str, password: str, deps: IdentityDeps, *, ip:
             # for a sign-up form, and sign-ups are rate limited per address.
             raise Conflict("an account with this e-mail exists; log in or reset the password")
         tenant_id = await _direct_tenant(uow.conn, now)
-        user_id = uuid7()
-        await uow.conn.execute(
-            sa.insert(users).values(
-                id=user_id,
-                tenant_id=tenant_id,
-                email=email,
-                password_hash=password_hash,
-                role=Role.TRAVELLER,
-                status="active",
-                session_version=1,
-                created_at=now,
-            )
+        user_id = await insert_user(
+            uow.conn, tenant_id=tenant_id, email=email, role=Role.TRAVELLER, now=now, password_hash=password_hash
         )
         await audit.record(
             uow.conn, action="user.signed_up", at=now, tenant_id=tenant_id, actor_id=user_id, target=email, ip=ip
@@ -384,21 +403,7 @@ async def _invite(
     if await conn.scalar(sa.select(users.c.id).where(users.c.email == email)):
         raise Conflict("a user with this e-mail exists")
     token, _, token_hash = new_secret("inv")
-    user_id = uuid7()
-    await conn.execute(
-        sa.insert(users).values(
-            id=user_id,
-            tenant_id=tenant_id,
-            email=email,
-            password_hash=None,
-            role=role,
-            status="invited",
-            session_version=1,
-            invitation_hash=token_hash,
-            invitation_expires_at=now + timedelta(days=7),
-            created_at=now,
-        )
-    )
+    user_id = await insert_user(conn, tenant_id=tenant_id, email=email, role=role, now=now, invitation_hash=token_hash)
     return user_id, token
 
 

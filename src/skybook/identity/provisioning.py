@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from skybook.identity import audit
+from skybook.identity.handlers import insert_user
 from skybook.identity.model import check_password_policy, normalise_email
 from skybook.identity.tables import tenants, users
 from skybook.platform.events import uuid7
@@ -41,18 +42,6 @@ async def ensure_user(
     existing = await conn.scalar(sa.select(users.c.id).where(users.c.email == email))
     if existing is not None:
         return uuid.UUID(str(existing)), False
-    user_id = uuid7()
-    await conn.execute(
-        sa.insert(users).values(
-            id=user_id,
-            tenant_id=tenant_id,
-            email=email,
-            password_hash=password_hash,
-            role=role,
-            status="active",
-            session_version=1,
-            created_at=now,
-        )
-    )
+    user_id = await insert_user(conn, tenant_id=tenant_id, email=email, role=role, now=now, password_hash=password_hash)
     await audit.record(conn, action="user.provisioned", at=now, tenant_id=tenant_id, target=email, role=str(role))
     return user_id, True

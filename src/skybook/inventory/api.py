@@ -49,14 +49,8 @@ FlightId = Annotated[uuid.UUID, Path(description="Flight id.")]
 )
 async def list_airports(conn: ReadConn, paging: Annotated[Paging, Depends()]) -> AirportPage:
     """Airports of the network, by IATA code."""
-    total = await conn.scalar(sa.select(sa.func.count()).select_from(airports)) or 0
-    rows = await conn.execute(
-        sa.select(airports).order_by(airports.c.iata).offset(paging.offset).limit(paging.page_size)
-    )
-    return AirportPage(
-        items=[AirportRead.model_validate(r) for r in rows],
-        page_info=PageInfo(page=paging.page, page_size=paging.page_size, total=total),
-    )
+    rows, page_info = await paging.fetch(conn, airports, where=[], order_by=[airports.c.iata])
+    return AirportPage(items=[AirportRead.model_validate(r) for r in rows], page_info=page_info)
 
 
 @router.get(
@@ -113,14 +107,8 @@ def _aircraft_read(row: sa.Row) -> AircraftTypeRead:  # type: ignore[type-arg]
 )
 async def list_aircraft_types(conn: ReadConn, paging: Annotated[Paging, Depends()]) -> AircraftTypePage:
     """Aircraft types with their seat maps."""
-    total = await conn.scalar(sa.select(sa.func.count()).select_from(aircraft_types)) or 0
-    rows = await conn.execute(
-        sa.select(aircraft_types).order_by(aircraft_types.c.code).offset(paging.offset).limit(paging.page_size)
-    )
-    return AircraftTypePage(
-        items=[_aircraft_read(r) for r in rows],
-        page_info=PageInfo(page=paging.page, page_size=paging.page_size, total=total),
-    )
+    rows, page_info = await paging.fetch(conn, aircraft_types, where=[], order_by=[aircraft_types.c.code])
+    return AircraftTypePage(items=[_aircraft_read(r) for r in rows], page_info=page_info)
 
 
 @router.get(

@@ -14,13 +14,14 @@ from fastapi import FastAPI, Query, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skybook.platform.context import correlation_id
 from skybook.platform.errors import DomainError
 from skybook.platform.problems import PROBLEM_JSON, problem, replay_body, send_problem
-from skybook.platform.schemas import MAX_PAGE_SIZE, Output
+from skybook.platform.schemas import MAX_PAGE_SIZE, Output, PageInfo
 
 log = logging.getLogger("skybook.http")
 
@@ -363,6 +364,21 @@ class Paging:
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.page_size
+
+    async def fetch(
+        self,
+        conn: AsyncConnection,
+        table: sa.Table,
+        *,
+        where: list[sa.ColumnElement[bool]],
+        order_by: list[sa.ColumnElement[Any]],
+    ) -> tuple[list[sa.Row[Any]], PageInfo]:
+        """One page of a table's rows matching ``where``, with the total count."""
+        total = await conn.scalar(sa.select(sa.func.count()).select_from(table).where(*where)) or 0
+        rows = await conn.execute(
+            sa.select(table).where(*where).order_by(*order_by).offset(self.offset).limit(self.page_size)
+        )
+        return list(rows), PageInfo(page=self.page, page_size=self.page_size, total=total)
 
 
 class SecurityHeadersMiddleware:
