@@ -256,7 +256,10 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
         orjson.dumps({"segments": [{"flight_id": f, "booking_class": c}], "passengers": {"adults": 1}})
         for f, c in targets
     ]
-    json_headers = {"Content-Type": "application/json"}
+    tokens: list[str] = cfg.get("tokens") or []
+    auth = [{"Content-Type": "application/json", "Authorization": f"Bearer {t}"} for t in tokens] or [
+        {"Content-Type": "application/json"}
+    ]
     timeout = aiohttp.ClientTimeout(total=cfg["request_timeout_s"])
     limit = cfg["connections"]
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, use_dns_cache=True, keepalive_timeout=60)
@@ -266,10 +269,12 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
     idem = cfg.get("idempotency_keys", False)
     counter = iter(range(10**12))
 
-    def headers() -> dict[str, str]:
+    def headers(who: int) -> dict[str, str]:
+        # Each client acts as its own principal (token), like 64 agents of one agency.
+        base = auth[who % len(auth)]
         if not idem:
-            return json_headers
-        return {**json_headers, "Idempotency-Key": f"bench-{os.getpid()}-{next(counter)}"}
+            return base
+        return {**base, "Idempotency-Key": f"bench-{os.getpid()}-{next(counter)}"}
 
     # Every sample: (start_time, latency_s, outcome) with outcome "ok", "sold_out" or an error label.
     samples: list[tuple[float, float, str]] = []
@@ -281,13 +286,13 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
         if len(error_examples) < 5:
             error_examples.append(f"{label}: {body[:300].decode(errors='replace')}")
 
-    async def post(session: aiohttp.ClientSession, path: str, body: bytes) -> tuple[int, bytes]:
-        async with session.post(path, data=body, headers=headers()) as resp:
+    async def post(session: aiohttp.ClientSession, who: int, path: str, body: bytes) -> tuple[int, bytes]:
+        async with session.post(path, data=body, headers=headers(who)) as resp:
             return resp.status, await resp.read()
 
-    async def one_hold(session: aiohttp.ClientSession) -> str:
+    async def one_hold(session: aiohttp.ClientSession, who: int) -> str:
         try:
-            status, body = await post(session, "/v1/holds", hold_bodies[rng.randrange(len(hold_bodies))])
+            status, body = await post(session, who, "/v1/holds", hold_bodies[rng.randrange(len(hold_bodies))])
         except (aiohttp.ClientError, TimeoutError) as exc:
             note_error(f"hold:{type(exc).__name__}")
             return "error"
@@ -298,9 +303,9 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
         note_error(f"hold:{status}", body)
         return "error"
 
-    async def one_booking(session: aiohttp.ClientSession) -> str:
+    async def one_booking(session: aiohttp.ClientSession, who: int) -> str:
         try:
-            status, body = await post(session, "/v1/holds", hold_bodies[rng.randrange(len(hold_bodies))])
+            status, body = await post(session, who, "/v1/holds", hold_bodies[rng.randrange(len(hold_bodies))])
             if status != 201:
                 if status == 409 and b'"sold_out"' in body:
                     return "sold_out"
@@ -308,11 +313,11 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
                 return "error"
             order_id = orjson.loads(body)["id"]
             confirm = orjson.dumps({"hold_id": order_id, "passengers": [PASSENGER], "contact": CONTACT})
-            status, body = await post(session, "/v1/orders", confirm)
+            status, body = await post(session, who, "/v1/orders", confirm)
             if status != 201:
                 note_error(f"confirm:{status}", body)
                 return "error"
-            status, body = await post(session, f"/v1/orders/{order_id}/payments", orjson.dumps({"card": CARD}))
+            status, body = await post(session, who, f"/v1/orders/{order_id}/payments", orjson.dumps({"card": CARD}))
             if status != 200 or b'"ticketed"' not in body:
                 note_error(f"pay:{status}", body)
                 return "error"
@@ -334,13 +339,13 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
         if phase in ("closed_holds", "bookings"):
             op = one_hold if phase == "closed_holds" else one_booking
 
-            async def worker() -> None:
+            async def worker(who: int) -> None:
                 # Bounded by time (measure_to) and, defensively, by count.
                 for _ in range(10_000_000):
                     start = loop.time()
                     if start >= measure_to:
                         return
-                    outcome = await op(session)
+                    outcome = await op(session, who)
                     samples.append((start, loop.time() - start, outcome))
 
             async def mark_measure_start() -> None:
@@ -348,7 +353,7 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
                 usage_at_measure.append(os.times())
 
             marker = asyncio.create_task(mark_measure_start())
-            await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(cfg["clients"]))), hard_stop - t_start)
+            await asyncio.wait_for(asyncio.gather(*(worker(i) for i in range(cfg["clients"]))), hard_stop - t_start)
             await marker
             send_lag: list[float] = []
         elif phase == "open_holds":
@@ -361,9 +366,9 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
             measure_from = first + warmup
             measure_to = measure_from + duration
 
-            async def fire(scheduled: float) -> None:
+            async def fire(scheduled: float, who: int) -> None:
                 send_lag.append(loop.time() - scheduled)
-                outcome = await one_hold(session)
+                outcome = await one_hold(session, who)
                 samples.append((scheduled, loop.time() - scheduled, outcome))
 
             measured_marked = False
@@ -375,7 +380,7 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
                 delay = scheduled - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                task = asyncio.create_task(fire(scheduled))
+                task = asyncio.create_task(fire(scheduled, i))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             if pending:
@@ -465,8 +470,15 @@ async def reset_database(url: str, admin_db: str, force: bool) -> None:
         await conn.close()
 
 
-async def prepare_inventory(url: str, raise_limits: bool) -> tuple[list[list[str]], dict[str, int]]:
-    """Optionally lift seat limits; return the (flight, class) targets and their counts."""
+BENCH_AGENT = "bench-agent-{}@skybook.example.com"
+DEMO_AGENT = "agent@skybook.example.com"
+DEMO_PASSWORD = "skybook-demo-password"  # the demo seed's documented development password
+
+
+async def prepare_inventory(
+    url: str, raise_limits: bool, agents: int
+) -> tuple[list[list[str]], dict[str, int], list[str]]:
+    """Lift limits, add bench agents; return the (flight, class) targets, counts and agent e-mails."""
     import asyncpg
 
     conn = await asyncpg.connect(pg_dsn(url), timeout=10)
@@ -475,6 +487,24 @@ async def prepare_inventory(url: str, raise_limits: bool) -> tuple[list[list[str
             # Bench only: so a 20 s run cannot sell a flight out, every counter gets a very high ceiling.
             await conn.execute("UPDATE booking_classes SET seat_limit = 1000000")
             await conn.execute("UPDATE flight_cabins SET overbooking_limit = 1000000")
+        # Bench only: plans cap requests per minute and unpaid seats per principal far below a
+        # load test's rate; lift the caps (the checks still run on every request).
+        await conn.execute(
+            "UPDATE plans SET requests_per_minute = 100000000, tenant_requests_per_minute = 100000000,"
+            " max_unpaid_seats = 100000000"
+        )
+        # One agent per client, in the demo agency, with the demo agent's password, so no single
+        # principal piles up every hold (each hold sums its creator's unpaid seats).
+        demo = await conn.fetchrow("SELECT tenant_id, password_hash FROM users WHERE email = $1", DEMO_AGENT)
+        emails = [BENCH_AGENT.format(i) for i in range(agents)]
+        if demo is not None:
+            await conn.executemany(
+                "INSERT INTO users (id, tenant_id, email, password_hash, role, status, created_at)"
+                " VALUES (gen_random_uuid(), $1, $2, $3, 'agent', 'active', now()) ON CONFLICT (email) DO NOTHING",
+                [(demo["tenant_id"], e, demo["password_hash"]) for e in emails],
+            )
+        else:  # a checkout from before authentication: requests go without a token
+            emails = []
         rows = await conn.fetch(
             """
             SELECT bc.flight_id::text AS flight_id, bc.code
@@ -496,7 +526,8 @@ async def prepare_inventory(url: str, raise_limits: bool) -> tuple[list[list[str
         flights = await conn.fetchval("SELECT count(*) FROM flights")
     finally:
         await conn.close()
-    return [[r["flight_id"], r["code"]] for r in rows], {"flights": int(flights), "booking_classes": len(rows)}
+    targets = [[r["flight_id"], r["code"]] for r in rows]
+    return targets, {"flights": int(flights), "booking_classes": len(rows), "agents": len(emails)}, emails
 
 
 async def pg_stats(url: str) -> dict[str, int]:
@@ -632,19 +663,39 @@ def run_client(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return result
 
 
-def check_hold_response(base_url: str, target: list[str]) -> dict[str, Any]:
+def log_in(base_url: str, emails: list[str]) -> list[str]:
+    """An access token per bench agent (OAuth2 password grant at /v1/auth/token)."""
+    import urllib.parse
+    import urllib.request
+
+    tokens = []
+    for email in emails:
+        form = urllib.parse.urlencode({"grant_type": "password", "username": email, "password": DEMO_PASSWORD})
+        req = urllib.request.Request(
+            f"{base_url}/v1/auth/token",
+            data=form.encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            tokens.append(json.loads(resp.read())["access_token"])
+    return tokens
+
+
+def check_hold_response(base_url: str, target: list[str], token: str | None) -> dict[str, Any]:
     """POST /v1/holds must answer exactly what GET /v1/holds/{id} answers right after."""
     import urllib.request
 
     body = json.dumps({"segments": [{"flight_id": target[0], "booking_class": target[1]}], "passengers": {"adults": 1}})
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
     req = urllib.request.Request(
-        f"{base_url}/v1/holds", data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
+        f"{base_url}/v1/holds", data=body.encode(), headers={"Content-Type": "application/json", **auth}, method="POST"
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         created = json.loads(resp.read())
         location = resp.headers.get("Location")
         status = resp.status
-    with urllib.request.urlopen(f"{base_url}{location}", timeout=10) as resp:
+    with urllib.request.urlopen(urllib.request.Request(f"{base_url}{location}", headers=auth), timeout=10) as resp:
         fetched = json.loads(resp.read())
     return {
         "status": status,
@@ -702,7 +753,9 @@ def run_pgbench(url: str, clients: int, duration: int, ntargets: int, threads: i
     }
 
 
-def run_wrk(base_url: str, targets: list[list[str]], clients: int, duration: int, workdir: Path) -> dict[str, Any]:
+def run_wrk(
+    base_url: str, targets: list[list[str]], tokens: list[str], clients: int, duration: int, workdir: Path
+) -> dict[str, Any]:
     """Optional cross-check of closed_holds with wrk (a C load generator), if it is installed."""
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -711,13 +764,16 @@ def run_wrk(base_url: str, targets: list[list[str]], clients: int, duration: int
         "'" + json.dumps({"segments": [{"flight_id": f, "booking_class": c}], "passengers": {"adults": 1}}) + "'"
         for f, c in targets
     )
+    auth = ", ".join(f"'Bearer {t}'" for t in tokens)
     script = workdir / "holds.lua"
     script.write_text(
         f"""
 local bodies = {{ {bodies} }}
-local headers = {{ ["Content-Type"] = "application/json" }}
+local tokens = {{ {auth} }}
 math.randomseed(7)
 request = function()
+  local headers = {{ ["Content-Type"] = "application/json" }}
+  if #tokens > 0 then headers["Authorization"] = tokens[math.random(#tokens)] end
   return wrk.format("POST", "/v1/holds", headers, bodies[math.random(#bodies)])
 end
 done = function(summary, latency, requests)
@@ -800,6 +856,8 @@ def main() -> None:
         "SKYBOOK_DATA_DIR": str(workdir / "data"),
         "SKYBOOK_LOG_LEVEL": "WARNING",
         "SKYBOOK_DOCS_ENABLED": "false",
+        # The bench logs in one agent per client from 127.0.0.1 at start-up.
+        "SKYBOOK_ANONYMOUS_RATE_LIMIT": "100000",
     }
     report: dict[str, Any] = {
         "benchmark": "booking",
@@ -823,8 +881,11 @@ def main() -> None:
     t0 = time.monotonic()
     asyncio.run(reset_database(args.database_url, args.admin_database, args.force_reset))
     skybook_cli(["db", "upgrade"], env, 300)
-    seeded = json.loads(skybook_cli(["seed", "demo", "--days", str(args.seed_days)], env, 600).splitlines()[-1])
-    targets, counts = asyncio.run(prepare_inventory(args.database_url, raise_limits=not args.keep_limits))
+    seed_out = skybook_cli(["seed", "demo", "--days", str(args.seed_days)], env, 600)
+    seeded = json.loads(next(line for line in seed_out.splitlines() if line.startswith("{")))
+    targets, counts, agents = asyncio.run(
+        prepare_inventory(args.database_url, raise_limits=not args.keep_limits, agents=args.clients)
+    )
     report["data"] = {**counts, "seeded": seeded, "setup_s": round(time.monotonic() - t0, 1)}
 
     results: dict[str, Any] = {}
@@ -835,7 +896,11 @@ def main() -> None:
             server = Server(env, args.workers, log_path)
             server.wait_ready()
             report["settings"]["server_pid"] = server.proc.pid
-            results["hold_response_check"] = check_hold_response(server.base_url, targets[0])
+            tokens = log_in(server.base_url, agents)
+            report["settings"]["authenticated_principals"] = len(tokens)
+            results["hold_response_check"] = check_hold_response(
+                server.base_url, targets[0], tokens[0] if tokens else None
+            )
             base_cfg = {
                 "base_url": server.base_url,
                 "targets": targets,
@@ -845,6 +910,7 @@ def main() -> None:
                 "duration_s": args.duration,
                 "request_timeout_s": args.request_timeout,
                 "idempotency_keys": args.idempotency_keys,
+                "tokens": tokens,
             }
             for phase in ("closed_holds", "bookings", "open_holds"):
                 if phase not in phases:
@@ -872,7 +938,7 @@ def main() -> None:
                 quiet = wait_for_quiet(args.quiet_wait)
                 meter = CpuMeter(server.proc.pid, bench_db)
                 meter.start()
-                res = run_wrk(server.base_url, targets, args.clients, args.duration, workdir)
+                res = run_wrk(server.base_url, targets, tokens, args.clients, args.duration, workdir)
                 res["cpu"] = meter.stop()
                 res["cpu"]["before"] = quiet
                 done = max(1, res["completed_incl_warmup"])
