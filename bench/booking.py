@@ -472,7 +472,6 @@ async def reset_database(url: str, admin_db: str, force: bool) -> None:
 
 BENCH_AGENT = "bench-agent-{}@skybook.example.com"
 DEMO_AGENT = "agent@skybook.example.com"
-DEMO_PASSWORD = "skybook-demo-password"  # the demo seed's documented development password
 
 
 async def prepare_inventory(
@@ -663,14 +662,14 @@ def run_client(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return result
 
 
-def log_in(base_url: str, emails: list[str]) -> list[str]:
+def log_in(base_url: str, emails: list[str], password: str) -> list[str]:
     """An access token per bench agent (OAuth2 password grant at /v1/auth/token)."""
     import urllib.parse
     import urllib.request
 
     tokens = []
     for email in emails:
-        form = urllib.parse.urlencode({"grant_type": "password", "username": email, "password": DEMO_PASSWORD})
+        form = urllib.parse.urlencode({"grant_type": "password", "username": email, "password": password})
         req = urllib.request.Request(
             f"{base_url}/v1/auth/token",
             data=form.encode(),
@@ -883,6 +882,8 @@ def main() -> None:
     skybook_cli(["db", "upgrade"], env, 300)
     seed_out = skybook_cli(["seed", "demo", "--days", str(args.seed_days)], env, 600)
     seeded = json.loads(next(line for line in seed_out.splitlines() if line.startswith("{")))
+    # The bench agents share the demo accounts' password, which the seed prints (development only).
+    demo_password = re.search(r"password (\S+):", seed_out)
     targets, counts, agents = asyncio.run(
         prepare_inventory(args.database_url, raise_limits=not args.keep_limits, agents=args.clients)
     )
@@ -896,7 +897,7 @@ def main() -> None:
             server = Server(env, args.workers, log_path)
             server.wait_ready()
             report["settings"]["server_pid"] = server.proc.pid
-            tokens = log_in(server.base_url, agents)
+            tokens = log_in(server.base_url, agents, demo_password.group(1)) if demo_password else []
             report["settings"]["authenticated_principals"] = len(tokens)
             results["hold_response_check"] = check_hold_response(
                 server.base_url, targets[0], tokens[0] if tokens else None
