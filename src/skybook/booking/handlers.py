@@ -122,7 +122,7 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
         if actor is not None:
             # OWASP API6: one principal cannot sit on unlimited unpaid seats. Counted without a lock,
             # so concurrent holds of one principal may pass the cap by their own number at most.
-            unpaid = await repo.unpaid_seats_of(uow.conn, actor.id)
+            unpaid = await repo.unpaid_seats_of(uow.conn, actor.id, cap=actor.max_unpaid_seats)
             if unpaid + seats > actor.max_unpaid_seats:
                 raise HoldLimitReached(
                     f"you hold {unpaid} unpaid seats; your plan allows {actor.max_unpaid_seats}. "

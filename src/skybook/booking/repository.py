@@ -223,11 +223,17 @@ async def free_seats(conn: AsyncConnection, order_id: uuid.UUID) -> None:
     await conn.execute(sa.delete(seat_assignments).where(seat_assignments.c.order_id == order_id))
 
 
-async def unpaid_seats_of(conn: AsyncConnection, principal_id: uuid.UUID) -> int:
-    """Seats a principal holds in live (unpaid) orders."""
-    total = await conn.scalar(
-        sa.select(sa.func.coalesce(sa.func.sum(orders.c.adults + orders.c.children), 0)).where(
-            orders.c.created_by == principal_id, orders.c.status.in_(["held", "confirmed"])
-        )
+async def unpaid_seats_of(conn: AsyncConnection, principal_id: uuid.UUID, *, cap: int) -> int:
+    """Seats a principal holds in live (unpaid) orders, counted up to just past ``cap``.
+
+    Every live order holds at least one seat, so reading at most ``cap + 1`` of them is enough to
+    know whether the cap is reached: the work per hold is bounded by the cap, not by the backlog.
+    """
+    live = (
+        sa.select((orders.c.adults + orders.c.children).label("seats"))
+        .where(orders.c.created_by == principal_id, orders.c.status.in_(["held", "confirmed"]))
+        .limit(cap + 1)
+        .subquery()
     )
+    total = await conn.scalar(sa.select(sa.func.coalesce(sa.func.sum(live.c.seats), 0)))
     return int(total or 0)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 
 from skybook.identity.handlers import PrincipalRow, api_key_subject, load_principal, touch_api_key
 from skybook.identity.model import Unauthenticated
-from skybook.identity.tokens import InvalidToken, TokenService, digest
+from skybook.identity.tokens import AccessClaims, InvalidToken, TokenService, digest
 from skybook.platform.clock import Clock
 from skybook.platform.security import Principal
 
@@ -59,6 +59,7 @@ class Authenticator:
         self.clock = clock
         self._principals = _TTLCache(cache_seconds)
         self._keys = _TTLCache(cache_seconds)
+        self._verified: dict[str, AccessClaims] = {}
 
     async def authenticate(self, request: Request) -> Principal:
         header = request.headers.get("authorization", "")
@@ -76,10 +77,17 @@ class Authenticator:
         return await self._access_token(credential)
 
     async def _access_token(self, token: str) -> Principal:
-        try:
-            claims = self.tokens.verify(token, now=self.clock.now())
-        except InvalidToken:
-            raise Unauthenticated("the access token is not valid", headers=_CHALLENGE) from None
+        now = self.clock.now()
+        # A signature verified once stays verified; only the time window is checked again.
+        claims = self._verified.get(token)
+        if claims is None or not claims.not_before <= now < claims.expires_at:
+            try:
+                claims = self.tokens.verify(token, now=now)
+            except InvalidToken:
+                raise Unauthenticated("the access token is not valid", headers=_CHALLENGE) from None
+            if len(self._verified) >= _CACHE_MAX:
+                self._verified.clear()
+            self._verified[token] = claims
         row = await self._principal(claims.subject, claims.kind)
         if row is None or not row.active:
             raise Unauthenticated("the access token is not valid", headers=_CHALLENGE)
@@ -115,3 +123,4 @@ class Authenticator:
         """Drop cached look-ups (tests, and after this process itself revoked something)."""
         self._principals.clear()
         self._keys.clear()
+        self._verified.clear()

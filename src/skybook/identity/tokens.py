@@ -72,6 +72,7 @@ class AccessClaims:
     session_version: int
     jti: str
     expires_at: datetime
+    not_before: datetime
 
 
 class TokenService:
@@ -132,6 +133,7 @@ class TokenService:
                 session_version=int(claims.get("sv", -1)),
                 jti=str(claims["jti"]),
                 expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+                not_before=datetime.fromtimestamp(max(claims["nbf"], claims["iat"]), UTC),
             )
         except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
             raise InvalidToken("invalid token") from exc
