@@ -56,6 +56,11 @@ class Container:
     def hold_ttl(self) -> timedelta:
         return timedelta(seconds=self.settings.hold_ttl_seconds)
 
+    async def pause(self, seconds: float) -> None:
+        """Wait without blocking the loop (tests replace it to observe the delay instead)."""
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
     @property
     def refresh_ttl(self) -> timedelta:
         return timedelta(days=self.settings.refresh_token_ttl_days)

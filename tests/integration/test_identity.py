@@ -61,12 +61,19 @@ async def test_a_wrong_password_and_an_unknown_account_get_the_same_answer(
     assert wrong.json()["code"] == "invalid_credentials"
 
 
-async def test_repeated_failures_lock_the_account_for_a_while_without_touching_others(
-    clients: Clients, identities: Identities
+async def test_repeated_failures_slow_down_then_lock_the_account_without_touching_others(
+    clients: Clients, identities: Identities, container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(container, "pause", record)
     anon = clients(None)
     for _ in range(5):
         assert (await _login(anon, identities.a_agent.email, "guess guess guess")).status_code == 401
+    assert waits == [0.0, 0.0, 0.25, 0.5, 0.75]  # each failure after the second answers later
     locked = await _login(anon, identities.a_agent.email)  # even the right password waits now
     assert locked.status_code == 429
     assert locked.json()["code"] == "too_many_attempts"

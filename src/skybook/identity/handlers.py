@@ -35,6 +35,8 @@ DIRECT_TENANT = "Direct sales"
 # Brute-force guard: failures counted per account and per client address.
 ACCOUNT_FAILURES_PER_MINUTE = 5
 IP_FAILURES_PER_MINUTE = 20
+FAILURE_DELAY_STEP = 0.25
+FAILURE_DELAY_MAX = 2.0
 
 
 class IdentityDeps(Protocol):
@@ -48,6 +50,8 @@ class IdentityDeps(Protocol):
     def limiter(self) -> RateLimiter: ...
     @property
     def refresh_ttl(self) -> timedelta: ...
+
+    async def pause(self, seconds: float) -> None: ...
 
     def uow(self) -> UnitOfWork: ...
 
@@ -225,10 +229,19 @@ async def _guard(deps: IdentityDeps, email: str, ip: str) -> None:
 
 async def _count_failure(deps: IdentityDeps, email: str, ip: str) -> None:
     try:
-        await deps.limiter.hit("login-account", ACCOUNT_FAILURES_PER_MINUTE, email)
+        account = await deps.limiter.hit("login-account", ACCOUNT_FAILURES_PER_MINUTE, email)
         await deps.limiter.hit("login-ip", IP_FAILURES_PER_MINUTE, ip)
     except LimiterUnavailable as exc:
         raise Busy("login is temporarily unavailable; retry shortly") from exc
+    # Slow down before locking out: from the third failure in a row each answer waits a little
+    # longer, which costs a guesser far more than a person who mistyped.
+    failures = ACCOUNT_FAILURES_PER_MINUTE - account.remaining
+    await deps.pause(failure_delay(failures))
+
+
+def failure_delay(failures: int) -> float:
+    """Seconds a failed log-in answer waits after ``failures`` failures of one account."""
+    return min(FAILURE_DELAY_STEP * max(0, failures - 2), FAILURE_DELAY_MAX)
 
 
 async def login(email: str, password: str, deps: IdentityDeps, *, ip: str) -> TokenPair:
