@@ -14,7 +14,7 @@ from skybook.settings import Settings
 async def _client(tmp_path: Path, **settings: object) -> httpx.AsyncClient:
     base = {
         "environment": "test",
-        "secret_key": "hardening-test-secret-0123456789",
+        "secret_key": "hardening-test-secret-0123456789",  # pragma: allowlist secret - a test-only key
         "data_dir": tmp_path,
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}",
         "run_workers": False,

@@ -32,7 +32,7 @@ async def test_internal_addresses_are_refused(url: str) -> None:
     [
         "http://93.184.216.34/hook",
         "ftp://93.184.216.34/",
-        "https://user:pw@93.184.216.34/",
+        "https://user:pw@93.184.216.34/",  # pragma: allowlist secret - credentials in a URL must be refused
         "https:///nohost",
         "https://93.184.216.34:99999/",
     ],
