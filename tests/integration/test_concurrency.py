@@ -119,3 +119,26 @@ async def test_two_passengers_never_share_a_seat(network: Network) -> None:
     seat_map = (await network.client.get(f"/v1/flights/{flight['id']}/seat-map")).json()
     taken = [s["number"] for c in seat_map["cabins"] for s in c["seats"] if not s["available"]]
     assert taken == ["5C"]
+
+
+async def test_orders_paid_at_the_same_time_get_distinct_ticket_numbers(network: Network) -> None:
+    flight = await network.flight()
+    holds = [(await network.hold(flight["id"], adults=2)).json()["id"] for _ in range(8)]
+    for hold_id in holds:
+        r = await network.client.post(
+            "/v1/orders",
+            json={
+                "hold_id": hold_id,
+                "passengers": [adult("Anna"), adult("Bo")],
+                "contact": {"email": "a@example.com"},
+            },
+        )
+        assert r.status_code == 201, r.text
+    paid = await asyncio.gather(
+        *(network.client.post(f"/v1/orders/{h}/payments", json={"card": CARD_OK}) for h in holds)
+    )
+    assert all(r.status_code == 200 for r in paid), [r.text for r in paid if r.status_code != 200]
+    numbers = [t["number"] for r in paid for t in r.json()["tickets"]]
+    assert len(numbers) == 16
+    assert len(set(numbers)) == 16
+    assert all(len(n) == 13 and n.startswith("987") for n in numbers)

@@ -189,8 +189,22 @@ async def assign_record_locator(conn: AsyncConnection, order_id: uuid.UUID) -> s
     raise Conflict("could not allocate a record locator; retry")
 
 
+_NEXT_SERIALS = sa.text("SELECT nextval('ticket_serial_seq') FROM generate_series(1, :n)")
+
+
 async def allocate_ticket_serials(conn: AsyncConnection, accounting_code: str, count: int) -> list[int]:
-    """Reserve ``count`` consecutive 10-digit ticket serials for an airline."""
+    """Reserve ``count`` unique, increasing 10-digit ticket serials.
+
+    PostgreSQL takes them from a sequence (no lock held until commit, so concurrent ticketing does
+    not queue); SQLite, which has one writer anyway, from a counter row.
+    """
+    if conn.dialect.name == "postgresql":
+        try:
+            return [int(v) for v in await conn.scalars(_NEXT_SERIALS, {"n": count})]
+        except sa.exc.DBAPIError as exc:
+            if "maximum value" in str(exc):
+                raise Conflict("ticket serial range exhausted") from exc
+            raise
     stmt = (
         sa.update(ticket_serials)
         .where(ticket_serials.c.accounting_code == accounting_code)
