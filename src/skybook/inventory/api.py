@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from skybook.inventory import handlers
 from skybook.inventory.repository import load_flights, seat_map_from_json
@@ -197,6 +198,13 @@ def flight_read(f: dict) -> FlightRead:  # type: ignore[type-arg]
     )
 
 
+async def _one_flight(conn: AsyncConnection, flight_id: uuid.UUID) -> FlightRead:
+    items, _ = await load_flights(conn, [flights.c.id == flight_id])
+    if not items:
+        raise NotFound(f"flight {flight_id} does not exist")
+    return flight_read(items[0])
+
+
 @router.get(
     "/flights",
     tags=["Flights"],
@@ -243,10 +251,7 @@ async def list_flights(
 )
 async def get_flight(flight_id: FlightId, conn: ReadConn) -> FlightRead:
     """One flight with its cabins, booking classes and seat counts."""
-    items, _ = await load_flights(conn, [flights.c.id == flight_id])
-    if not items:
-        raise NotFound(f"flight {flight_id} does not exist")
-    return flight_read(items[0])
+    return await _one_flight(conn, flight_id)
 
 
 @router.post(
@@ -265,8 +270,7 @@ async def create_flight(
     flight_id = await handlers.create_flight(body, container.uow(), clock=container.clock)
     response.headers["Location"] = f"/v1/flights/{flight_id}"
     async with container.engine.connect() as conn:
-        items, _ = await load_flights(conn, [flights.c.id == flight_id])
-    return flight_read(items[0])
+        return await _one_flight(conn, flight_id)
 
 
 @router.post(
@@ -281,8 +285,7 @@ async def cancel_flight(_staff: OperatorPrincipal, flight_id: FlightId, containe
     """Take a flight off sale; booked passengers keep their seats for re-accommodation."""
     await handlers.cancel_flight(flight_id, container.uow())
     async with container.engine.connect() as conn:
-        items, _ = await load_flights(conn, [flights.c.id == flight_id])
-    return flight_read(items[0])
+        return await _one_flight(conn, flight_id)
 
 
 @router.patch(
@@ -303,8 +306,7 @@ async def update_booking_class(
     """Change a booking class's fare, seat limit or sale status (airline staff)."""
     await handlers.update_booking_class(flight_id, code, body, container.uow())
     async with container.engine.connect() as conn:
-        items, _ = await load_flights(conn, [flights.c.id == flight_id])
-    return flight_read(items[0])
+        return await _one_flight(conn, flight_id)
 
 
 @router.post(
