@@ -45,8 +45,12 @@ class Container:
         )
         self.limiter = RateLimiter(limiter_uri(s.redis_url))
         self.authenticator = Authenticator(self.engine, self.tokens, self.clock)
+        self.dispatcher = InProcessDispatcher(self.uow, self.clock, self.consumers())
+
+    def consumers(self) -> list[Consumer]:
+        """Every event consumer of the platform; the in-process dispatcher and the workers run these."""
         writer = EmlWriter(self.settings.mail_dir, self.settings.mail_from)
-        self.dispatcher = InProcessDispatcher(self.uow, self.clock, [Consumer(writer.name, writer.event_types, writer)])
+        return [Consumer(writer.name, writer.event_types, writer)]
 
     def uow(self) -> UnitOfWork:
         """A new unit of work (one transaction)."""
