@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import sqlalchemy as sa
 
@@ -33,6 +34,9 @@ class Consumer:
     name: str
     event_types: frozenset[str]
     handle: Handler
+    transport: Literal["tasks", "stream"] = "tasks"
+    """Where a scaled-out worker reads it: ``tasks`` = a RabbitMQ work queue of its own, ``stream`` = a Kafka
+    consumer group on the context topics. The embedded dispatcher ignores it."""
 
 
 class InProcessDispatcher:
