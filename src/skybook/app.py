@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import Field
 from starlette.types import Scope
@@ -32,6 +32,8 @@ from skybook.platform.http import (
     install_problem_openapi,
 )
 from skybook.platform.idempotency import IdempotencyMiddleware
+from skybook.platform.logs import configure_logging
+from skybook.platform.observability import MetricsMiddleware, metrics_payload
 from skybook.platform.schemas import Output
 from skybook.search.api import router as search_router
 
@@ -87,7 +89,10 @@ async def sweep_forever(container: Container) -> None:
 
 def create_app(container: Container | None = None) -> FastAPI:
     """Build the app around a container (one is bootstrapped from the environment if not given)."""
-    container = container or bootstrap()
+    if container is None:
+        # A server process (uvicorn's factory call, in every worker): set up its logs first.
+        container = bootstrap()
+        configure_logging(container.settings.log_format, container.settings.log_level)
     settings = container.settings
 
     @contextlib.asynccontextmanager
@@ -161,6 +166,17 @@ def create_app(container: Container | None = None) -> FastAPI:
             await conn.execute(sa.text("SELECT 1"))
         return Health(status="ready")
 
+    if settings.metrics_enabled:
+
+        async def metrics(_: Request) -> Response:
+            """Prometheus text format of this process's metrics (not part of the /v1 API)."""
+            body, content_type = metrics_payload()
+            return Response(body, media_type=content_type)
+
+        # Outside /v1 and the OpenAPI document: scraped per process by Prometheus, not called by
+        # tenants; the gateway refuses it from outside (deploy/nginx). See docs/operations.md.
+        app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+
     async def idempotency_caller(scope: Scope) -> str:
         # Idempotency keys belong to the caller; the principal found here is reused by the route.
         principal = await container.authenticator.authenticate(Request(scope))
@@ -195,5 +211,7 @@ def create_app(container: Container | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.environment == "production")
+    # Inside the request id (so its log lines carry it), outside everything else it times.
+    app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     )
     docs_enabled: bool = Field(True, description="Serve /docs and /redoc.")
     log_level: str = Field("INFO", description="Root log level.")
+    log_format: Literal["json", "console"] = Field(
+        "console", description="json: one JSON object per log record (production); console: readable lines."
+    )
+    metrics_enabled: bool = Field(
+        True,
+        description="Serve Prometheus metrics at /metrics (outside /v1, no principal: keep it off the public "
+        "gateway; the shipped nginx config refuses it).",
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from skybook.platform.clock import Clock
 from skybook.platform.events import Event
+from skybook.platform.logs import handling_event
 from skybook.platform.outbox import claim_inbox, event_from_row, outbox
 from skybook.platform.uow import UnitOfWork
 
@@ -113,14 +114,16 @@ class InProcessDispatcher:
             event = event_from_row(row)
             error = None
             for consumer in interested:
-                try:
-                    async with self._uow() as uow:
-                        if await claim_inbox(uow.conn, consumer=consumer.name, event=event):
-                            await consumer.handle(event, uow)
-                        await uow.commit()
-                except Exception as exc:
-                    log.exception("consumer %s failed on event %s", consumer.name, event.id)
-                    error = f"{consumer.name}: {type(exc).__name__}: {exc}"[:2000]
+                # Log records of the consumer (and the events it raises) carry the event's ids.
+                with handling_event(event, consumer.name):
+                    try:
+                        async with self._uow() as uow:
+                            if await claim_inbox(uow.conn, consumer=consumer.name, event=event):
+                                await consumer.handle(event, uow)
+                            await uow.commit()
+                    except Exception as exc:
+                        log.exception("consumer %s failed on event %s", consumer.name, event.id)
+                        error = f"{consumer.name}: {type(exc).__name__}: {exc}"[:2000]
             async with self._uow() as uow:
                 if error is None:
                     values: dict[str, object] = {"dispatched_at": self._clock.now()}
