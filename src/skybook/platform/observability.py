@@ -11,11 +11,11 @@ two updates of pre-bound metric children: it adds microseconds, not a framework 
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_REQUESTS = Counter(
@@ -77,6 +77,7 @@ class MetricsMiddleware:
         self.app = app
         # Keys are (method, template) of the app's own routes plus UNMATCHED: bounded.
         self._series: dict[tuple[str, str], _Series] = {}
+        self._templates = _Templates()
         self._holds = {c: HOLDS.labels(o) for c, o in (("2xx", "created"), ("4xx", "refused"), ("5xx", "failed"))}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,8 +107,8 @@ class MetricsMiddleware:
             method = "OTHER"
         route = scope.get("route")
         # The router sets scope["route"]; a request answered before routing (an idempotent replay,
-        # a 413) has none, and is attributed by matching the path against the app's routes.
-        template = getattr(route, "path", None) if route is not None else _match(scope)
+        # a 413) has none, and is attributed by matching the path against the documented templates.
+        template = getattr(route, "path", None) if route is not None else self._templates.match(scope)
         key = (method, template or UNMATCHED)
         series = self._series.get(key)
         if series is None:
@@ -123,14 +124,35 @@ class MetricsMiddleware:
                 self._holds[cls].inc()
 
 
-def _match(scope: Scope) -> str | None:
-    app: Any = scope.get("app")
-    router = getattr(app, "router", None)
-    for candidate in getattr(router, "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match is Match.FULL:
-            return getattr(candidate, "path", None)
-    return None
+class _Templates:
+    """Route templates of the app's OpenAPI document, to attribute requests the router never saw.
+
+    Built once, on the first such request; literal paths are tried before templated ones
+    (``/v1/orders/lookup`` before ``/v1/orders/{order_id}``), as the router does.
+    """
+
+    def __init__(self) -> None:
+        self._patterns: list[tuple[re.Pattern[str], str]] | None = None
+
+    def match(self, scope: Scope) -> str | None:
+        if self._patterns is None:
+            app: Any = scope.get("app")
+            try:
+                paths = list(app.openapi().get("paths", {}))
+            except Exception:  # no app or no document: everything is unmatched
+                paths = []
+            paths.sort(key=lambda t: t.count("{"))
+            self._patterns = [(_pattern(t), t) for t in paths]
+        path = scope["path"]
+        for pattern, template in self._patterns:
+            if pattern.fullmatch(path):
+                return template
+        return None
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"({[^}]+})", template)
+    return re.compile("".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts))
 
 
 def metrics_payload() -> tuple[bytes, str]:
