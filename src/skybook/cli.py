@@ -1,4 +1,4 @@
-"""Command line: ``skybook serve | db upgrade | seed demo | schedule import``."""
+"""Command line: ``skybook serve | db upgrade | seed demo | schedule import | audit``."""
 
 from __future__ import annotations
 
@@ -86,6 +86,28 @@ def schedule_import(
     last = date.fromisoformat(end) if end else first + timedelta(days=13)
     result = asyncio.run(import_schedule_file(Settings(), file, first, last))
     typer.echo(json.dumps(result))
+
+
+@app.command()
+def audit(
+    max_rows: Annotated[int, typer.Option(min=0, help="Failing rows listed per check.")] = 50,
+) -> None:
+    """Check the whole database for consistency; prints JSON, exits 1 when a check fails."""
+    from skybook.bootstrap import bootstrap
+    from skybook.ops.audit import Subscription, report, run_audit
+
+    async def run() -> dict[str, object]:
+        container = bootstrap(Settings())
+        try:
+            subs = [Subscription(c.name, c.event_types) for c in container.consumers()]
+            return report(await run_audit(container.engine, subs), max_rows)
+        finally:
+            await container.engine.dispose()
+
+    document = asyncio.run(run())
+    typer.echo(json.dumps(document, indent=2))
+    if document["passed"] != document["total"]:
+        raise typer.Exit(1)
 
 
 @users_app.command("create-admin")

@@ -53,9 +53,7 @@ def configure_logging(fmt: LogFormat = "console", level: str = "INFO", *, stream
     """
     shared = _shared_processors()
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
@@ -90,9 +88,7 @@ def handling_event(event: Event, consumer: str) -> Iterator[None]:
     """Log context of a consumer handling ``event``: its ids on every record, and the event's
     correlation id as the current one, so events the consumer raises in turn keep the chain."""
     token = correlation_id.set(event.correlation_id)
-    with structlog.contextvars.bound_contextvars(
-        event_id=str(event.id), event_type=event.type, consumer=consumer
-    ):
+    with structlog.contextvars.bound_contextvars(event_id=str(event.id), event_type=event.type, consumer=consumer):
         try:
             yield
         finally:

@@ -1,0 +1,1 @@
+"""Operations tooling that reads across contexts: the consistency audit."""
