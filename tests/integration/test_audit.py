@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from skybook.booking.tables import orders, passengers, tickets
@@ -13,7 +20,7 @@ from skybook.inventory.tables import flight_cabins
 from skybook.ops.audit import Subscription, report, run_audit
 from skybook.payments.tables import payments
 from skybook.platform.outbox import inbox, outbox
-from tests.conftest import CARD_OK, Network, adult
+from tests.conftest import CARD_OK, Database, Network, adult
 
 
 async def _order(network: Network, flight_id: str, *, pay: bool = True, adults: int = 1) -> str:
@@ -137,3 +144,34 @@ async def test_each_corruption_fails_its_own_check(network: Network, container: 
     assert [row["order_id"] for row in failing["payments_balance"]] == [str(ticketed)]
     async with container.engine.connect() as conn:
         assert await conn.scalar(sa.select(orders.c.status).where(orders.c.id == ticketed)) == "ticketed"
+
+
+# The command's own logic is the checks above (run on both backends); once is enough for the CLI.
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+async def test_the_audit_command_prints_the_checks_and_exits_non_zero_on_a_failure(
+    network: Network, container: Container, database: Database, tmp_path: Path
+) -> None:
+    await _history(network, container)
+    env = {
+        **os.environ,
+        "SKYBOOK_DATABASE_URL": database.url,
+        "SKYBOOK_DATA_DIR": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+
+    def audit() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "skybook.cli", "audit"], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    clean = await asyncio.to_thread(audit)
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)["consistency"] == 1.0
+
+    async with container.engine.begin() as conn:
+        await conn.execute(sa.update(outbox).values(dispatched_at=None, attempts=5))
+    broken = await asyncio.to_thread(audit)
+    assert broken.returncode == 1, broken.stderr
+    document = json.loads(broken.stdout)
+    assert [c["name"] for c in document["checks"] if not c["passed"]] == ["outbox_delivered"]
+    assert document["passed"] == 4

@@ -12,7 +12,8 @@ The checks:
   seats of its live (held) and ticketed (sold) orders.
 * ``tickets_match_orders`` - a ticketed order has exactly one issued ticket per passenger; an
   order never ticketed has no ticket; a ticketed then cancelled order has no ticket still issued.
-* ``outbox_delivered`` - every outbox event was dispatched (no backlog, nothing given up).
+* ``outbox_delivered`` - every outbox event was delivered (no backlog, nothing given up): by the
+  in-process dispatcher (``dispatched_at``) or, scaled out, to every broker the relay publishes to.
 * ``consumer_effects_once`` - every dispatched event a consumer subscribes to was handled by that
   consumer exactly once (one inbox row: the inbox key makes a second impossible, a missing one is
   a lost effect); no inbox row names an event the outbox does not have.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -207,21 +208,32 @@ async def tickets_match_orders(conn: AsyncConnection) -> CheckResult:
     return result
 
 
-async def outbox_delivered(conn: AsyncConnection) -> CheckResult:
+EMBEDDED = ("dispatched_at",)
+"""Delivery marker of the in-process dispatcher; a relay marks each broker in a column of its own."""
+
+
+def _delivered(markers: Sequence[str]) -> sa.ColumnElement[bool]:
+    """An outbox row counts as delivered when every given marker column is set."""
+    return sa.and_(*(outbox.c[m].is_not(None) for m in markers))
+
+
+async def outbox_delivered(conn: AsyncConnection, markers: Sequence[str] = EMBEDDED) -> CheckResult:
     """No event is left undelivered in the outbox."""
-    result = CheckResult("outbox_delivered", "every outbox event has been dispatched")
+    result = CheckResult("outbox_delivered", f"every outbox event has been delivered ({' and '.join(markers)} set)")
     o = outbox.c
     result.checked = int(await conn.scalar(sa.select(sa.func.count()).select_from(outbox)) or 0)
     for r in await conn.execute(
         sa.select(o.position, o.event_id, o.type, o.occurred_at, o.attempts, o.last_error)
-        .where(o.dispatched_at.is_(None))
+        .where(sa.not_(_delivered(markers)))
         .order_by(o.position)
     ):
         result.failures.append(dict(r._mapping))
     return result
 
 
-async def consumer_effects_once(conn: AsyncConnection, consumers: Iterable[Subscription]) -> CheckResult:
+async def consumer_effects_once(
+    conn: AsyncConnection, consumers: Iterable[Subscription], markers: Sequence[str] = EMBEDDED
+) -> CheckResult:
     """Every dispatched event handled once by each consumer subscribed to it; no stray inbox rows."""
     result = CheckResult(
         "consumer_effects_once",
@@ -239,7 +251,7 @@ async def consumer_effects_once(conn: AsyncConnection, consumers: Iterable[Subsc
     known: set[uuid.UUID] = set()
     if by_type:
         for r in await conn.execute(
-            sa.select(o.event_id, o.type).where(o.type.in_(list(by_type)), o.dispatched_at.is_not(None))
+            sa.select(o.event_id, o.type).where(o.type.in_(list(by_type)), _delivered(markers))
         ):
             known.add(r.event_id)
             for name in by_type[r.type]:
@@ -304,14 +316,20 @@ async def payments_balance(conn: AsyncConnection) -> CheckResult:
 Check = Callable[[AsyncConnection], Awaitable[CheckResult]]
 
 
-async def run_audit(engine: AsyncEngine, consumers: Iterable[Subscription] = ()) -> list[CheckResult]:
-    """Every check, in one read-only pass (one REPEATABLE READ snapshot on PostgreSQL)."""
+async def run_audit(
+    engine: AsyncEngine, consumers: Iterable[Subscription] = (), markers: Sequence[str] = EMBEDDED
+) -> list[CheckResult]:
+    """Every check, in one read-only pass (one REPEATABLE READ snapshot on PostgreSQL).
+
+    ``markers`` name the outbox columns that mean "delivered": ``dispatched_at`` for the embedded
+    dispatcher, the relay's per-broker columns for a scaled-out deployment (see :func:`markers_for`).
+    """
     subs = list(consumers)
     checks: list[Check] = [
         seats_conserved,
         tickets_match_orders,
-        outbox_delivered,
-        lambda conn: consumer_effects_once(conn, subs),
+        lambda conn: outbox_delivered(conn, markers),
+        lambda conn: consumer_effects_once(conn, subs, markers),
         payments_balance,
     ]
     async with engine.connect() as conn:
@@ -320,6 +338,14 @@ async def run_audit(engine: AsyncEngine, consumers: Iterable[Subscription] = ())
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
             return [await check(conn) for check in checks]
+
+
+def markers_for(*, kafka: bool, rabbitmq: bool) -> tuple[str, ...]:
+    """The delivery markers of a deployment: one per broker the relay publishes to, else the dispatcher's."""
+    markers = tuple(
+        name for name, used in (("stream_sent_at", kafka), ("tasks_sent_at", rabbitmq)) if used and name in outbox.c
+    )
+    return markers or EMBEDDED
 
 
 def report(results: list[CheckResult], max_rows: int = MAX_ROWS) -> dict[str, Any]:
