@@ -10,7 +10,7 @@ PORT ?= 8000
 
 export SKYBOOK_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: help install run test check lint typecheck imports scan lock bench bench-booking clean
+.PHONY: help install run test check lint typecheck imports scan lock bench bench-booking cluster cluster-stop cluster-status audit scorecard clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -61,6 +61,23 @@ bench-booking: install  ## Booking benchmark on PostgreSQL (see docs/benchmarks.
 	$(BIN)/python bench/booking.py
 
 bench: bench-booking  ## All benchmarks
+
+cluster: install  ## Scaled-out Skybook on loopback: nginx :8080 -> 2 APIs, relay, 2 workers (deploy/cluster)
+	PYTHON=$(BIN)/python deploy/cluster/cluster.sh start
+
+cluster-stop:  ## Stop exactly the processes `make cluster` started (PIDs in var/cluster/*.pid)
+	deploy/cluster/cluster.sh stop
+
+cluster-status:  ## Which cluster processes run
+	deploy/cluster/cluster.sh status
+
+audit: install  ## Consistency audit of the database the settings name (JSON; exit 1 on a failed check)
+	$(BIN)/skybook audit
+
+SCORECARD_DURATION ?= 60s
+SCORECARD_USERS ?= 40
+scorecard: install  ## Load the running cluster (make cluster) with Locust, drain, audit; writes docs/scorecard.md
+	$(BIN)/python bench/scorecard/run.py --host http://127.0.0.1:8080 --duration $(SCORECARD_DURATION) --users $(SCORECARD_USERS)
 
 clean:  ## Remove the virtualenv and local data
 	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .ruff_cache .pytest_cache

@@ -70,8 +70,9 @@ def configure_logging(fmt: LogFormat = "console", level: str = "INFO", *, stream
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # uvicorn's loggers write through the root handler instead of their own plain-text ones.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    # uvicorn's loggers write through the root handler instead of their own plain-text ones. Its
+    # access log is left as uvicorn set it (off in `skybook serve`: the gateway logs requests).
+    for name in ("uvicorn", "uvicorn.error"):
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True

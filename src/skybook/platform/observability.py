@@ -61,13 +61,21 @@ def _status_class(status: int) -> str:
 class _Series:
     """The metric children of one (method, route): bound once, so a request does no label lookups."""
 
-    __slots__ = ("by_class", "latency", "step")
+    __slots__ = ("by_class", "labels", "latency", "step")
 
     def __init__(self, method: str, route: str) -> None:
+        self.labels = (method, route)
         self.latency = HTTP_LATENCY.labels(method, route)
-        self.by_class = {c: HTTP_REQUESTS.labels(method, route, c) for c in ("1xx", "2xx", "3xx", "4xx", "5xx")}
+        # Bound on first use: a route that never fails exports no 5xx series.
+        self.by_class: dict[str, Any] = {}
         step = _BOOKING_STEPS.get((method, route))
         self.step = BOOKINGS.labels(step) if step is not None else None
+
+    def count(self, status_class: str) -> None:
+        child = self.by_class.get(status_class)
+        if child is None:
+            child = self.by_class[status_class] = HTTP_REQUESTS.labels(*self.labels, status_class)
+        child.inc()
 
 
 class MetricsMiddleware:
@@ -115,7 +123,7 @@ class MetricsMiddleware:
             series = self._series[key] = _Series(*key)
         cls = _status_class(status)
         series.latency.observe(elapsed)
-        series.by_class[cls].inc()
+        series.count(cls)
         # Only requests the router handled count as business steps: a replay is not a new booking.
         if route is not None:
             if series.step is not None and cls == "2xx":
