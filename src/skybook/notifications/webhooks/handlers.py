@@ -54,7 +54,10 @@ def _is_loopback_host(host: str) -> bool:
 
 async def check_endpoint_url(url: str, settings: Settings) -> str:
     """Refuse (``unsafe_url``) anything but HTTPS to a public address; tests may allow plain loopback."""
-    host = urlsplit(url).hostname or ""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        host = ""  # check_outbound_url refuses it with unsafe_url
     # Plain HTTP only where it cannot leave the machine: loopback, and only when tests allow it.
     plain_ok = settings.allow_loopback_webhooks and _is_loopback_host(host)
     return await check_outbound_url(url, allow_loopback=settings.allow_loopback_webhooks, require_https=not plain_ok)
