@@ -135,6 +135,8 @@ async def container(
         data_dir=tmp_path,
         run_workers=False,
         database_pool_size=20,
+        # Webhook tests deliver to a receiver on 127.0.0.1; tests of the refusal switch it off.
+        allow_loopback_webhooks=True,
     )
     c = bootstrap(settings, clock=clock, payments=payments)
     await _truncate(c)

@@ -22,6 +22,8 @@ from skybook.bootstrap import Container, bootstrap
 from skybook.identity.api import public_router as auth_router
 from skybook.identity.api import router as identity_router
 from skybook.inventory.api import router as inventory_router
+from skybook.notifications.webhooks import run_webhook_sender
+from skybook.notifications.webhooks.api import router as webhooks_router
 from skybook.platform.deps import current_principal, rate_limited
 from skybook.platform.http import (
     BodyLimitMiddleware,
@@ -102,6 +104,7 @@ def create_app(container: Container | None = None) -> FastAPI:
         if settings.run_workers:
             tasks.append(asyncio.create_task(container.dispatcher.run(), name="dispatcher"))
             tasks.append(asyncio.create_task(sweep_forever(container), name="sweeper"))
+            tasks.append(asyncio.create_task(run_webhook_sender(container), name="webhook-sender"))
         try:
             yield
         finally:
@@ -128,6 +131,10 @@ def create_app(container: Container | None = None) -> FastAPI:
             {"name": "Flights", "description": "Dated flights, fares, schedules and seat maps."},
             {"name": "Network", "description": "Airports and aircraft types."},
             {"name": "Identity", "description": "Log-in, tokens, users, tenants, API keys and the audit log."},
+            {
+                "name": "Webhooks",
+                "description": "Signed HTTPS callbacks for a tenant's events, their delivery log and replays.",
+            },
             {"name": "Operations", "description": "Health and readiness."},
         ],
     )
@@ -137,7 +144,7 @@ def create_app(container: Container | None = None) -> FastAPI:
     app.include_router(auth_router)
     # One place puts a principal and the rate limits on every other /v1 route.
     guarded = [Depends(current_principal), Depends(rate_limited)]
-    for router in (search_router, booking_router, inventory_router, identity_router):
+    for router in (search_router, booking_router, inventory_router, identity_router, webhooks_router):
         # ...so each of them can answer 401 (no valid credentials) and 429 (a limit is used up).
         app.include_router(router, dependencies=guarded, responses=error_responses(401, 429))
 
@@ -197,7 +204,7 @@ def create_app(container: Container | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST", "PATCH"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-API-Key", "X-Request-ID"],
             expose_headers=[
                 "Location",

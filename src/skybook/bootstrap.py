@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from skybook.identity import Authenticator, KeyRing, Passwords, TokenService
 from skybook.notifications import EmlWriter
+from skybook.notifications.webhooks import WebhookFanout
 from skybook.payments import PaymentProvider, SandboxPaymentProvider
 from skybook.platform.clock import Clock, SystemClock
 from skybook.platform.db import create_engine, is_sqlite
@@ -50,7 +51,11 @@ class Container:
     def consumers(self) -> list[Consumer]:
         """Every event consumer of the platform; the in-process dispatcher and the workers run these."""
         writer = EmlWriter(self.settings.mail_dir, self.settings.mail_from)
-        return [Consumer(writer.name, writer.event_types, writer)]
+        webhooks = WebhookFanout(self.clock)
+        return [
+            Consumer(writer.name, writer.event_types, writer),
+            Consumer(webhooks.name, webhooks.event_types, webhooks, transport="tasks"),
+        ]
 
     def uow(self) -> UnitOfWork:
         """A new unit of work (one transaction)."""

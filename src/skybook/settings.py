@@ -59,6 +59,27 @@ class Settings(BaseSettings):
     allow_loopback_webhooks: bool = Field(
         False, description="Allow outbound URLs on loopback (tests only); private ranges stay refused."
     )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="How long one webhook delivery attempt may take (connect, send, answer)."
+    )
+    webhook_retry_base_seconds: float = Field(
+        30.0, gt=0, description="Delay before the first webhook retry; each further retry doubles it (with jitter)."
+    )
+    webhook_retry_max_delay_seconds: float = Field(
+        3600.0, gt=0, description="Longest delay between two webhook attempts."
+    )
+    webhook_max_age_seconds: int = Field(
+        259_200, ge=60, description="A webhook delivery not accepted this long after the event is marked failed."
+    )
+    webhook_secret_grace_seconds: int = Field(
+        86_400,
+        ge=0,
+        le=604_800,
+        description="After a secret rotation, how long deliveries are also signed with the old secret.",
+    )
+    webhook_sender_interval_seconds: float = Field(
+        1.0, gt=0, description="How often the webhook sender looks for due deliveries."
+    )
     hold_ttl_seconds: int = Field(
         900, ge=30, le=86400, description="Ticketing time limit of a hold (default 15 minutes)."
     )

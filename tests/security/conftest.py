@@ -38,6 +38,8 @@ class Scene:
     traveller_held: dict[str, Any]
     traveller_ticketed: dict[str, Any]
     invitation_token: str
+    webhook_endpoint: dict[str, Any]
+    webhook_delivery: dict[str, Any]
 
     def a_orders(self) -> dict[str, dict[str, Any]]:
         return {"held": self.held, "confirmed": self.confirmed, "ticketed": self.ticketed}
@@ -76,15 +78,19 @@ async def book(client: httpx.AsyncClient, flight_id: str, stage: str, family: st
 
 
 @pytest.fixture
-async def scene(network: Network, clients: Clients, identities: Identities) -> Scene:
+async def scene(network: Network, clients: Clients, identities: Identities, container: Container) -> Scene:
     flight = await network.flight()
     a = network.client  # tenant A's agent
     traveller = clients(identities.traveller)
-    invite = await clients(identities.a_admin).post(
-        "/v1/users", json={"email": "invited.agent@agency-a.example.com", "role": "agent"}
-    )
+    a_admin = clients(identities.a_admin)
+    invite = await a_admin.post("/v1/users", json={"email": "invited.agent@agency-a.example.com", "role": "agent"})
     assert invite.status_code == 201, invite.text
-    return Scene(
+    # Tenant A's webhook endpoint (nothing listens there: the sender never runs in these suites).
+    endpoint = await a_admin.post(
+        "/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/hooks", "event_types": ["hold.created"]}
+    )
+    assert endpoint.status_code == 201, endpoint.text
+    scene = Scene(
         flight=flight,
         held=await book(a, flight["id"], "held"),
         confirmed=await book(a, flight["id"], "confirmed", family="Madsen"),
@@ -92,7 +98,14 @@ async def scene(network: Network, clients: Clients, identities: Identities) -> S
         traveller_held=await book(traveller, flight["id"], "held"),
         traveller_ticketed=await book(traveller, flight["id"], "ticketed", family="Lovelace"),
         invitation_token=invite.json()["invitation_token"],
+        webhook_endpoint=endpoint.json(),
+        webhook_delivery={},
     )
+    while await container.dispatcher.drain():  # the events become tenant A's webhook deliveries
+        pass
+    log = await a_admin.get(f"/v1/webhook-endpoints/{scene.webhook_endpoint['id']}/deliveries")
+    scene.webhook_delivery = log.json()["items"][0]
+    return scene
 
 
 # Columns that only record that a credential was used; a refused request may touch them.

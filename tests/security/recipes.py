@@ -41,6 +41,14 @@ JSON_BODIES: dict[str, Recipe] = {
     "inviteUser": lambda s, i: {"email": "colleague@agency-a.example.com", "role": "agent"},
     "changeUserRole": lambda s, i: {"role": "tenant_admin"},
     "createApiKey": lambda s, i: {"name": "booking engine", "scopes": ["search", "bookings:read"]},
+    # Webhooks (tenant admins)
+    "createWebhookEndpoint": lambda s, i: {
+        "url": "http://127.0.0.1:9/hooks/back-office",
+        "event_types": ["order.ticketed", "order.cancelled"],
+        "description": "back office",
+    },
+    "updateWebhookEndpoint": lambda s, i: {"event_types": ["hold.created", "order.ticketed"], "enabled": True},
+    "replayFailedWebhookDeliveries": lambda s, i: {"since": "2020-01-01T00:00:00Z"},
     # Booking
     "createHold": lambda s, i: {
         "segments": [{"flight_id": s.flight["id"], "booking_class": "M"}],
@@ -118,6 +126,8 @@ def path_values(operation_id: str, scene: Scene, identities: Identities) -> dict
         "flight_id": scene.flight["id"],
         "key_id": str(identities.a_key.id),
         "user_id": str(identities.a_agent.id),
+        "endpoint_id": scene.webhook_endpoint["id"],
+        "delivery_id": scene.webhook_delivery["id"],
         "iata": "CPH",
         # {code} names a booking class under a flight and an aircraft type under /aircraft-types.
         "code": "M" if operation_id == "updateBookingClass" else "T60",

@@ -28,7 +28,9 @@ from tests.security.openapi import Operation, by_id, operations, random_id
 from tests.security.recipes import JSON_BODIES, OPERATOR_ONLY_WRITES, body_for, path_values
 
 # Path parameters that name tenant-owned objects, and the kind of object they name.
-OBJECT_PARAMS = {"order_id": "order", "key_id": "api_key", "user_id": "user"}
+# A delivery is always addressed under its endpoint ({endpoint_id}/deliveries/{delivery_id}), so
+# the endpoint is the object attacked; a delivery under another endpoint is tested in test_webhooks.
+OBJECT_PARAMS = {"order_id": "order", "key_id": "api_key", "user_id": "user", "endpoint_id": "webhook_endpoint"}
 
 # Operations with path parameters outside the matrix, and why.
 EXEMPT = {
@@ -59,6 +61,9 @@ TENANT_ADMIN_ONLY = (
     "createApiKey",
     "revokeApiKey",
     "listAuditEvents",
+    "listWebhookEventTypes",
+    "listWebhookEndpoints",
+    "createWebhookEndpoint",
 )
 TENANT_PRINCIPALS = ("a_admin", "a_agent", "a_key", "b_agent", "b_key", "traveller")
 NON_ADMINS = ("a_agent", "a_key", "b_agent", "b_key", "traveller", "other_traveller")
@@ -84,6 +89,8 @@ def _targets(kind: str, scene: Scene, identities: Identities) -> list[tuple[str,
         return [("tenant A's API key", str(identities.a_key.id), ADMIN_OBJECT_ATTACKERS)]
     if kind == "user":
         return [("tenant A's agent", str(identities.a_agent.id), ADMIN_OBJECT_ATTACKERS)]
+    if kind == "webhook_endpoint":
+        return [("tenant A's webhook endpoint", scene.webhook_endpoint["id"], ADMIN_OBJECT_ATTACKERS)]
     raise AssertionError(f"no targets for object kind {kind!r}")
 
 
@@ -114,7 +121,15 @@ async def test_another_tenants_object_answers_exactly_like_a_missing_one(
     app: Any, container: Container, scene: Scene, identities: Identities, clients: Clients
 ) -> None:
     matrix = [op for op in operations(app.openapi()) if _object_param(op)]
-    assert {op.operation_id for op in matrix} >= {"getOrder", "payOrder", "revokeApiKey", "changeUserRole"}
+    assert {op.operation_id for op in matrix} >= {
+        "getOrder",
+        "payOrder",
+        "revokeApiKey",
+        "changeUserRole",
+        "getWebhookEndpoint",
+        "deleteWebhookEndpoint",
+        "replayWebhookDelivery",
+    }
     callers = {
         name: clients(getattr(identities, name))
         for name in {*ORDER_ATTACKERS, *TRAVELLER_ORDER_ATTACKERS, *ADMIN_OBJECT_ATTACKERS}

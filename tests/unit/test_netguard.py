@@ -50,3 +50,16 @@ async def test_loopback_can_be_allowed_for_tests_but_private_ranges_never() -> N
     assert await check_outbound_url("http://127.0.0.1:9000/hook", allow_loopback=True, require_https=False)
     with pytest.raises(UnsafeUrl):
         await check_outbound_url("https://10.0.0.1/hook", allow_loopback=True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[abc/hook",  # unbalanced bracket: urlsplit raises
+        f"https://{'a' * 70}.example.com/hook",  # a label IDNA cannot encode
+        "https://exa mple.com/hook",
+    ],
+)
+async def test_unparseable_urls_are_refused_not_crashed_on(url: str) -> None:
+    with pytest.raises(UnsafeUrl):
+        await check_outbound_url(url)

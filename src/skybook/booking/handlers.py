@@ -227,6 +227,7 @@ async def release_hold(cmd: ReleaseHold, deps: BookingDeps) -> None:
             Event(
                 type="hold.released",
                 aggregate_id=str(cmd.order_id),
+                tenant_id=order.tenant,
                 data={"order_id": str(cmd.order_id)},
             ),
             _inventory_changed([s.flight_id for s in segments], "hold_released", cmd.order_id),
@@ -280,6 +281,7 @@ async def confirm_order(cmd: ConfirmOrder, deps: BookingDeps) -> str:
             Event(
                 type="order.confirmed",
                 aggregate_id=str(cmd.order_id),
+                tenant_id=order.tenant,
                 data={
                     "order_id": str(cmd.order_id),
                     "record_locator": locator,
@@ -369,6 +371,7 @@ async def pay_order(cmd: PayOrder, deps: BookingDeps) -> None:
                 Event(
                     type="payment.declined" if declined else "payment.failed",
                     aggregate_id=str(cmd.order_id),
+                    tenant_id=order.tenant,
                     data={
                         "order_id": str(cmd.order_id),
                         "payment_id": str(payment_id),
@@ -443,6 +446,7 @@ async def _ticket(order_id: uuid.UUID, payment_id: uuid.UUID, reference: str, de
             Event(
                 type="payment.captured",
                 aggregate_id=str(order_id),
+                tenant_id=order.tenant,
                 data={
                     "order_id": str(order_id),
                     "payment_id": str(payment_id),
@@ -453,6 +457,7 @@ async def _ticket(order_id: uuid.UUID, payment_id: uuid.UUID, reference: str, de
             Event(
                 type="order.ticketed",
                 aggregate_id=str(order_id),
+                tenant_id=order.tenant,
                 data={
                     "order_id": str(order_id),
                     "record_locator": order.record_locator,
@@ -541,6 +546,7 @@ async def assign_seats(cmd: AssignSeats, deps: BookingDeps) -> None:
             Event(
                 type="seat.assigned",
                 aggregate_id=str(cmd.order_id),
+                tenant_id=order.tenant,
                 data={
                     "order_id": str(cmd.order_id),
                     "seats": [
@@ -627,6 +633,7 @@ async def cancel_order(cmd: CancelOrder, deps: BookingDeps) -> None:
             Event(
                 type="payment.refunded",
                 aggregate_id=str(cmd.order_id),
+                tenant_id=order.tenant,
                 data={
                     "order_id": str(cmd.order_id),
                     "payment_id": str(payment.id),
@@ -638,6 +645,7 @@ async def cancel_order(cmd: CancelOrder, deps: BookingDeps) -> None:
             Event(
                 type="order.cancelled",
                 aggregate_id=str(cmd.order_id),
+                tenant_id=order.tenant,
                 data={
                     "order_id": str(cmd.order_id),
                     "record_locator": order.record_locator,
@@ -674,6 +682,7 @@ async def _cancel_unticketed(order_id: uuid.UUID, deps: BookingDeps, actor: Prin
             Event(
                 type=event_type,
                 aggregate_id=str(order_id),
+                tenant_id=order.tenant,
                 data={
                     "order_id": str(order_id),
                     "record_locator": order.record_locator,
@@ -726,6 +735,7 @@ async def _expire_one(order_id: uuid.UUID, now: datetime, deps: BookingDeps) -> 
             Event(
                 type="hold.expired" if order.status == OrderStatus.HELD else "order.expired",
                 aggregate_id=str(order_id),
+                tenant_id=order.tenant,
                 data={"order_id": str(order_id), "record_locator": order.record_locator},
             ),
             _inventory_changed([s.flight_id for s in segments], "expired", order_id),

@@ -38,6 +38,12 @@ class OrderRow:
     expires_at: datetime
     contact_email: str | None
     ticketed_at: datetime | None
+    tenant_id: uuid.UUID | None = None
+
+    @property
+    def tenant(self) -> str | None:
+        """The owning tenant as events carry it (tenant webhooks route on it)."""
+        return str(self.tenant_id) if self.tenant_id is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,7 @@ def _order(row: sa.Row[Any]) -> OrderRow:
         expires_at=row.expires_at,
         contact_email=row.contact_email,
         ticketed_at=row.ticketed_at,
+        tenant_id=row.tenant_id,
     )
 
 

@@ -35,23 +35,27 @@ def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_
 
 async def check_outbound_url(url: str, *, allow_loopback: bool = False, require_https: bool = True) -> str:
     """Return the URL when it is safe to call; raise ``unsafe_url`` otherwise."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:  # e.g. an unbalanced [ in the host
+        raise UnsafeUrl("the URL cannot be parsed") from exc
     schemes = {"https"} if require_https else {"https", "http"}
     if parts.scheme not in schemes:
         raise UnsafeUrl(f"the URL must use {' or '.join(sorted(schemes))}")
-    if not parts.hostname or parts.username or parts.password:
+    if not hostname or parts.username or parts.password:
         raise UnsafeUrl("the URL needs a host and must not carry credentials")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
         raise UnsafeUrl("the URL has an invalid port") from exc
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise UnsafeUrl(f"the host {parts.hostname!r} does not resolve") from exc
+        infos = await asyncio.get_running_loop().getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode (label too long...)
+        raise UnsafeUrl(f"the host {hostname!r} does not resolve") from exc
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         reason = _forbidden(address, allow_loopback=allow_loopback)
         if reason is not None:
-            raise UnsafeUrl(f"the host {parts.hostname!r} resolves to a {reason} address")
+            raise UnsafeUrl(f"the host {hostname!r} resolves to a {reason} address")
     return url

@@ -1,0 +1,506 @@
+"""Tenant webhooks end to end, on SQLite and PostgreSQL: a real HTTP receiver on 127.0.0.1 gets
+signed deliveries of the tenant's events; failures are retried and logged; deliveries replay;
+secrets rotate; unsafe URLs, other tenants and unknown event types are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import sqlalchemy as sa
+from prometheus_client import REGISTRY
+
+from skybook.bootstrap import Container
+from skybook.notifications.webhooks import run_webhook_sender, send_due
+from skybook.notifications.webhooks.signing import SignatureError, verify_signature
+from skybook.notifications.webhooks.tables import webhook_deliveries, webhook_endpoints
+from skybook.platform.clock import FakeClock
+from skybook.platform.outbox import outbox
+from tests.conftest import CARD_OK, Identities, Network, Party, adult
+
+Clients = Callable[[Party | None], httpx.AsyncClient]
+
+
+@dataclass
+class Received:
+    """One request the receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def event(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = orjson.loads(self.body)
+        return parsed
+
+
+@dataclass
+class Receiver:
+    """A tiny HTTP/1.1 server on 127.0.0.1 answering with the queued statuses (200 once they run out)."""
+
+    statuses: list[int] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/skybook"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            request_line, *lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)}
+            body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), timeout=5)
+            self.received.append(Received(request_line.split(" ")[1], headers, body))
+            self.arrived.set()
+            status = self.statuses.pop(0) if self.statuses else 200
+            writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    server = await asyncio.start_server(r.handle, "127.0.0.1", 0)
+    r.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield r
+        server.close()
+
+
+@pytest.fixture
+def admin(clients: Clients, identities: Identities) -> httpx.AsyncClient:
+    """Agency A's tenant admin, who manages A's webhooks."""
+    return clients(identities.a_admin)
+
+
+async def _endpoint(
+    admin: httpx.AsyncClient, url: str, types: tuple[str, ...] = ("hold.created", "order.confirmed")
+) -> dict[str, Any]:
+    r = await admin.post("/v1/webhook-endpoints", json={"url": url, "event_types": list(types), "description": "t"})
+    assert r.status_code == 201, r.text
+    created: dict[str, Any] = r.json()
+    return created
+
+
+async def _hold_and_confirm(network: Network) -> dict[str, Any]:
+    flight = await network.flight()
+    hold = await network.hold(flight["id"])
+    assert hold.status_code == 201, hold.text
+    order = await network.client.post(
+        "/v1/orders",
+        json={"hold_id": hold.json()["id"], "passengers": [adult()], "contact": {"email": "anna@example.com"}},
+    )
+    assert order.status_code == 201, order.text
+    confirmed: dict[str, Any] = order.json()
+    return confirmed
+
+
+async def _deliver(container: Container) -> int:
+    """Hand the outbox to the consumers (deliveries are created), then attempt what is due."""
+    while await container.dispatcher.drain():
+        pass
+    return await send_due(container)
+
+
+def _verify(container: Container, r: Received, secret: str) -> int:
+    now = container.clock.now().timestamp()
+    return verify_signature(r.body, r.headers["skybook-signature"], secret, now=now)
+
+
+async def _log(admin: httpx.AsyncClient, endpoint_id: str, **params: Any) -> list[dict[str, Any]]:
+    r = await admin.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries", params=params)
+    assert r.status_code == 200, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
+
+
+def _counter(result: str) -> float:
+    return REGISTRY.get_sample_value("skybook_webhook_deliveries_total", {"result": result}) or 0.0
+
+
+async def test_hold_and_confirm_reach_the_receiver_signed(
+    network: Network, container: Container, admin: httpx.AsyncClient, receiver: Receiver, identities: Identities
+) -> None:
+    endpoint = await _endpoint(admin, receiver.url)
+    secret = endpoint["secret"]
+    assert secret.startswith("whsec_")
+    order = await _hold_and_confirm(network)
+    assert await _deliver(container) == 2
+    # Sent concurrently: in any order (receivers order by the envelope's occurred_at if they need to).
+    receiver.received.sort(key=lambda r: r.event["occurred_at"])
+    assert [r.event["type"] for r in receiver.received] == ["hold.created", "order.confirmed"]
+    for r in receiver.received:
+        assert r.path == "/hooks/skybook"
+        assert _verify(container, r, secret) == int(r.headers["skybook-timestamp"])
+        assert r.headers["skybook-event-id"] == r.event["id"]
+        assert r.headers["skybook-event-type"] == r.event["type"]
+        assert r.headers["content-type"] == "application/json"
+        assert r.event["aggregate_id"] == order["id"]
+        assert r.event["tenant_id"] == str(identities.a_admin.tenant_id)
+    assert receiver.received[1].event["data"]["record_locator"] == order["record_locator"]
+    # The log shows both as delivered on the first attempt; the secret is never shown again.
+    log = await _log(admin, endpoint["id"])
+    assert [(d["event_type"], d["status"], d["attempts"], d["response_status"]) for d in log] == [
+        ("order.confirmed", "succeeded", 1, 200),
+        ("hold.created", "succeeded", 1, 200),
+    ]
+    shown = await admin.get(f"/v1/webhook-endpoints/{endpoint['id']}")
+    assert shown.status_code == 200 and "secret" not in shown.json() and secret not in shown.text
+    async with container.engine.connect() as conn:
+        stored = (await conn.execute(sa.select(webhook_endpoints.c.secret_ciphertext))).scalar_one()
+    assert secret not in stored
+
+
+async def test_events_of_another_tenant_or_an_unsubscribed_type_are_not_sent(
+    network: Network, container: Container, clients: Clients, identities: Identities, receiver: Receiver
+) -> None:
+    await _endpoint(clients(identities.b_admin), receiver.url)  # agency B's endpoint
+    a_endpoint = await _endpoint(clients(identities.a_admin), receiver.url, ("order.ticketed",))
+    await _hold_and_confirm(network)  # agency A's hold and confirmation
+    assert await _deliver(container) == 0
+    assert receiver.received == []
+    assert await _log(clients(identities.a_admin), a_endpoint["id"]) == []
+
+
+async def test_a_redelivered_event_creates_no_second_delivery(
+    network: Network, container: Container, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    endpoint = await _endpoint(admin, receiver.url)
+    await _hold_and_confirm(network)
+    await _deliver(container)
+    async with container.engine.begin() as conn:  # as if the dispatcher crashed before marking them
+        await conn.execute(outbox.update().values(dispatched_at=None))
+    assert await _deliver(container) == 0
+    assert len(receiver.received) == 2
+    assert len(await _log(admin, endpoint["id"])) == 2
+
+
+async def test_a_failed_attempt_is_retried_later_and_the_log_shows_both(
+    network: Network, container: Container, clock: FakeClock, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    endpoint = await _endpoint(admin, receiver.url, ("hold.created",))
+    receiver.statuses = [500]
+    retrying = _counter("retrying")
+    flight = await network.flight()
+    assert (await network.hold(flight["id"])).status_code == 201
+    assert await _deliver(container) == 1
+    [pending] = await _log(admin, endpoint["id"])
+    assert (pending["status"], pending["attempts"], pending["response_status"]) == ("pending", 1, 500)
+    assert pending["last_error"] == "HTTP 500"
+    assert pending["next_attempt_at"] is not None
+    # Not before the backoff has passed (at most the base delay, 30 s, after the first failure)...
+    assert await send_due(container) == 0
+    clock.advance(timedelta(seconds=container.settings.webhook_retry_base_seconds + 1))
+    # ...then once more, and the receiver's 200 ends it.
+    assert await send_due(container) == 1
+    [done] = await _log(admin, endpoint["id"])
+    assert (done["status"], done["attempts"], done["response_status"], done["last_error"]) == (
+        "succeeded",
+        2,
+        200,
+        None,
+    )
+    assert [(a["number"], a["response_status"], a["error"]) for a in done["attempt_log"]] == [
+        (1, 500, "HTTP 500"),
+        (2, 200, None),
+    ]
+    assert len(receiver.received) == 2
+    assert receiver.received[0].body == receiver.received[1].body
+    assert receiver.received[0].headers["skybook-event-id"] == receiver.received[1].headers["skybook-event-id"]
+    assert _counter("retrying") == retrying + 1
+
+
+async def test_retries_end_as_failed_after_the_max_age_and_replay_failed_resends_them(
+    network: Network, container: Container, clock: FakeClock, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    container.settings.webhook_max_age_seconds = 600
+    started = clock.now()
+    endpoint = await _endpoint(admin, receiver.url, ("hold.created",))
+    receiver.statuses = [503] * 20
+    failed = _counter("failed")
+    flight = await network.flight()
+    assert (await network.hold(flight["id"])).status_code == 201
+    await _deliver(container)
+    for _ in range(10):  # bounded: with 30 s doubling, 600 s allow at most 6 attempts
+        clock.advance(timedelta(seconds=120))
+        await send_due(container)
+    [gave_up] = await _log(admin, endpoint["id"])
+    assert gave_up["status"] == "failed" and gave_up["next_attempt_at"] is None
+    assert 2 <= gave_up["attempts"] == len(gave_up["attempt_log"]) == len(receiver.received) <= 7
+    assert _counter("failed") == failed + 1
+    assert await _log(admin, endpoint["id"], status="failed") == [gave_up]
+    # The receiver is fixed: replay everything that failed since the start.
+    receiver.statuses = []
+    r = await admin.post(f"/v1/webhook-endpoints/{endpoint['id']}/replay-failed", json={"since": started.isoformat()})
+    assert r.status_code == 202, r.text
+    [replay_id] = r.json()["delivery_ids"]
+    assert await send_due(container) == 1
+    log = {d["id"]: d for d in await _log(admin, endpoint["id"])}
+    assert log[replay_id]["status"] == "succeeded" and log[replay_id]["replay_of"] == gave_up["id"]
+    assert receiver.received[-1].headers["skybook-event-id"] == gave_up["event_id"]
+    # Nothing failed after the replay's time: nothing more to replay.
+    later = (clock.now() + timedelta(seconds=1)).isoformat()
+    r = await admin.post(f"/v1/webhook-endpoints/{endpoint['id']}/replay-failed", json={"since": later})
+    assert r.json()["delivery_ids"] == []
+
+
+async def test_a_delivery_replays_with_the_same_event_and_a_fresh_signature(
+    network: Network, container: Container, clock: FakeClock, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    endpoint = await _endpoint(admin, receiver.url, ("hold.created",))
+    flight = await network.flight()
+    assert (await network.hold(flight["id"])).status_code == 201
+    await _deliver(container)
+    [original] = await _log(admin, endpoint["id"])
+    clock.advance(timedelta(minutes=10))
+    r = await admin.post(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/{original['id']}/replay")
+    assert r.status_code == 202, r.text
+    replay = r.json()
+    assert (replay["status"], replay["replay_of"], replay["event_id"]) == (
+        "pending",
+        original["id"],
+        original["event_id"],
+    )
+    assert await send_due(container) == 1
+    first, second = receiver.received
+    assert first.body == second.body and first.headers["skybook-event-id"] == second.headers["skybook-event-id"]
+    assert int(second.headers["skybook-timestamp"]) == int(first.headers["skybook-timestamp"]) + 600
+    assert _verify(container, second, endpoint["secret"])
+    assert len(await _log(admin, endpoint["id"])) == 2
+
+
+async def test_a_rotated_secret_signs_alongside_the_old_one_until_the_grace_period_ends(
+    network: Network, container: Container, clock: FakeClock, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    endpoint = await _endpoint(admin, receiver.url, ("hold.created",))
+    old = endpoint["secret"]
+    r = await admin.post(f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret")
+    assert r.status_code == 200, r.text
+    new = r.json()["secret"]
+    assert new.startswith("whsec_") and new != old
+    grace = container.settings.webhook_secret_grace_seconds
+    assert r.json()["previous_secret_expires_at"] is not None
+    flight = await network.flight()
+    assert (await network.hold(flight["id"])).status_code == 201
+    await _deliver(container)
+    during = receiver.received[-1]
+    assert during.headers["skybook-signature"].count("v1=") == 2
+    assert _verify(container, during, old) and _verify(container, during, new)
+    # After the grace period only the new secret signs.
+    clock.advance(timedelta(seconds=grace + 1))
+    assert (await network.hold(flight["id"])).status_code == 201
+    await _deliver(container)
+    after = receiver.received[-1]
+    assert after.headers["skybook-signature"].count("v1=") == 1
+    assert _verify(container, after, new)
+    with pytest.raises(SignatureError):
+        _verify(container, after, old)
+
+
+async def test_a_disabled_endpoint_is_sent_nothing(
+    network: Network, container: Container, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    endpoint = await _endpoint(admin, receiver.url, ("hold.created",))
+    flight = await network.flight()
+    assert (await network.hold(flight["id"])).status_code == 201
+    while await container.dispatcher.drain():  # the delivery exists, not yet sent
+        pass
+    r = await admin.patch(f"/v1/webhook-endpoints/{endpoint['id']}", json={"enabled": False})
+    assert r.status_code == 200 and r.json()["enabled"] is False
+    assert (await network.hold(flight["id"])).status_code == 201  # an event while disabled: no delivery
+    assert await _deliver(container) == 0
+    assert receiver.received == []
+    [waiting] = await _log(admin, endpoint["id"])
+    assert (waiting["status"], waiting["attempts"]) == ("pending", 0)
+    replay = await admin.post(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/{waiting['id']}/replay")
+    assert (replay.status_code, replay.json()["code"]) == (409, "webhook_endpoint_disabled")
+    # Enabled again, the waiting delivery goes out.
+    assert (await admin.patch(f"/v1/webhook-endpoints/{endpoint['id']}", json={"enabled": True})).status_code == 200
+    assert await send_due(container) == 1
+    assert len(receiver.received) == 1
+
+
+async def test_several_senders_at_once_send_each_delivery_once(
+    network: Network, container: Container, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    await _endpoint(admin, receiver.url, ("hold.created",))
+    flight = await network.flight()
+    for _ in range(6):
+        assert (await network.hold(flight["id"])).status_code == 201
+    while await container.dispatcher.drain():
+        pass
+    sent = await asyncio.gather(*(send_due(container, limit=4) for _ in range(3)))
+    sent_more = await send_due(container)
+    assert sum(sent) + sent_more == 6
+    ids = [r.headers["skybook-event-id"] for r in receiver.received]
+    assert len(ids) == len(set(ids)) == 6
+
+
+async def test_the_sender_loop_delivers_on_its_own(
+    network: Network, container: Container, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    container.settings.webhook_sender_interval_seconds = 0.05
+    endpoint = await _endpoint(admin, receiver.url, ("hold.created",))
+    flight = await network.flight()
+    assert (await network.hold(flight["id"])).status_code == 201
+    while await container.dispatcher.drain():
+        pass
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_webhook_sender(container, stop))
+    try:
+        await asyncio.wait_for(receiver.arrived.wait(), timeout=10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    assert _verify(container, receiver.received[0], endpoint["secret"])
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://127.0.0.1/hook", "loopback"),
+        ("http://127.0.0.1:8080/hook", "https"),
+        ("https://[::1]/hook", "loopback"),
+        ("https://localhost/hook", "loopback"),
+        ("https://10.0.0.5/hook", "private"),
+        ("https://192.168.1.20/hook", "private"),
+        ("https://169.254.169.254/latest/meta-data", "link-local"),
+        ("https://hooks.internal.example/skybook", "private"),  # a name resolving to 10.20.30.40
+        ("http://hooks.public.example/skybook", "https"),  # public, but not HTTPS
+        ("https://user:pw@hooks.public.example/skybook", "credentials"),
+    ],
+)
+async def test_unsafe_endpoint_urls_are_refused(
+    container: Container,
+    admin: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    reason: str,
+) -> None:
+    container.settings.allow_loopback_webhooks = False
+    real = socket.getaddrinfo
+    fake = {"hooks.internal.example": "10.20.30.40", "hooks.public.example": "93.184.216.34"}
+
+    def resolve(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in fake:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (fake[host], port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    r = await admin.post("/v1/webhook-endpoints", json={"url": url, "event_types": ["order.ticketed"]})
+    assert (r.status_code, r.json()["code"]) == (422, "unsafe_url"), r.text
+    assert reason in r.json()["detail"]
+    assert r.headers["content-type"] == "application/problem+json"
+    assert (await admin.get("/v1/webhook-endpoints")).json()["page_info"]["total"] == 0
+
+
+async def test_the_address_is_checked_again_when_sending(
+    network: Network, container: Container, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    endpoint = await _endpoint(admin, receiver.url, ("hold.created",))
+    flight = await network.flight()
+    assert (await network.hold(flight["id"])).status_code == 201
+    container.settings.allow_loopback_webhooks = False  # as if the name now resolved to loopback
+    assert await _deliver(container) == 1
+    assert receiver.received == []
+    [refused] = await _log(admin, endpoint["id"])
+    assert refused["status"] == "pending" and refused["last_error"].startswith("refused:")
+    assert refused["response_status"] is None and refused["attempts"] == 1
+
+
+async def test_event_types_come_from_the_catalogue(admin: httpx.AsyncClient, receiver: Receiver) -> None:
+    catalogue = (await admin.get("/v1/webhook-event-types")).json()["items"]
+    types = {t["type"] for t in catalogue}
+    assert {"order.ticketed", "hold.created", "payment.refunded"} <= types
+    assert "inventory.changed" not in types  # operator-side events are not offered
+    for bad in (["order.shipped"], ["inventory.changed"], [], ["order.ticketed", 7]):
+        r = await admin.post("/v1/webhook-endpoints", json={"url": receiver.url, "event_types": bad})
+        assert (r.status_code, r.json()["code"]) == (422, "validation_error"), (bad, r.text)
+    created = await _endpoint(admin, receiver.url, ("order.ticketed", "order.ticketed", "hold.created"))
+    assert created["event_types"] == ["hold.created", "order.ticketed"]
+    r = await admin.patch(f"/v1/webhook-endpoints/{created['id']}", json={"event_types": ["flight.scheduled"]})
+    assert (r.status_code, r.json()["code"]) == (422, "validation_error")
+    r = await admin.patch(f"/v1/webhook-endpoints/{created['id']}", json={"event_types": ["order.cancelled"]})
+    assert r.status_code == 200 and r.json()["event_types"] == ["order.cancelled"]
+
+
+async def test_another_tenant_can_neither_see_nor_replay_nor_change(
+    network: Network,
+    container: Container,
+    clients: Clients,
+    identities: Identities,
+    receiver: Receiver,
+) -> None:
+    a = clients(identities.a_admin)
+    endpoint = await _endpoint(a, receiver.url, ("hold.created",))
+    flight = await network.flight()
+    assert (await network.hold(flight["id"])).status_code == 201
+    await _deliver(container)
+    [delivery] = await _log(a, endpoint["id"])
+    base = f"/v1/webhook-endpoints/{endpoint['id']}"
+    b = clients(identities.b_admin)
+    assert (await b.get("/v1/webhook-endpoints")).json()["items"] == []
+    for method, url, body in (
+        ("GET", base, None),
+        ("PATCH", base, {"enabled": False}),
+        ("DELETE", base, None),
+        ("POST", f"{base}/rotate-secret", None),
+        ("GET", f"{base}/deliveries", None),
+        ("POST", f"{base}/deliveries/{delivery['id']}/replay", None),
+        ("POST", f"{base}/replay-failed", {"since": "2020-01-01T00:00:00Z"}),
+    ):
+        r = await b.request(method, url, json=body)
+        assert (r.status_code, r.json()["code"]) == (404, "not_found"), (method, url, r.text)
+    # Agents, API keys and travellers do not manage webhooks, not even their own tenant's.
+    for party in (identities.a_agent, identities.a_key, identities.traveller):
+        r = await clients(party).get(base)
+        assert (r.status_code, r.json()["code"]) == (403, "forbidden")
+    # A delivery id under another endpoint of the right tenant is not found either.
+    other = await _endpoint(a, receiver.url, ("order.ticketed",))
+    r = await a.post(f"/v1/webhook-endpoints/{other['id']}/deliveries/{delivery['id']}/replay")
+    assert r.status_code == 404
+    # Nothing changed for A; A's endpoint can still be deleted by A, its log with it.
+    assert (await a.get(base)).json()["enabled"] is True
+    assert len(receiver.received) == 1
+    assert (await a.delete(base)).status_code == 204
+    assert (await a.get(base)).status_code == 404
+    async with container.engine.connect() as conn:
+        left = await conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(webhook_deliveries)
+            .where(webhook_deliveries.c.endpoint_id == uuid.UUID(endpoint["id"]))
+        )
+    assert left == 0
+
+
+async def test_ticketing_is_delivered_once_paid(
+    network: Network, container: Container, admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    endpoint = await _endpoint(admin, receiver.url, ("order.ticketed", "payment.captured"))
+    order = await _hold_and_confirm(network)
+    paid = await network.client.post(f"/v1/orders/{order['id']}/payments", json={"card": CARD_OK})
+    assert paid.status_code == 200, paid.text
+    assert await _deliver(container) == 2
+    by_type = {r.event["type"]: r for r in receiver.received}
+    assert set(by_type) == {"order.ticketed", "payment.captured"}
+    ticketed = by_type["order.ticketed"]
+    assert _verify(container, ticketed, endpoint["secret"])
+    assert ticketed.event["data"]["record_locator"] == order["record_locator"]
