@@ -133,7 +133,10 @@ async def container(
         secret_key="test-only-secret-key-0123456789",
         database_url=database.url,
         data_dir=tmp_path,
-        run_workers=False,
+        # The test process is the embedded deployment: it runs the event consumers. The app's
+        # lifespan (and so the dispatcher loop) does not run under httpx, so a request that waits
+        # for a consumer's effect (payment -> tickets) delivers the pending events itself.
+        run_workers=True,
         database_pool_size=20,
         # Webhook tests deliver to a receiver on 127.0.0.1; tests of the refusal switch it off.
         allow_loopback_webhooks=True,

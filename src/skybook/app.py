@@ -12,11 +12,12 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from pydantic import Field
 from starlette.types import Scope
 
 from skybook import __version__
-from skybook.booking import handlers as booking_handlers
+from skybook.asyncapi import build_asyncapi
 from skybook.booking.api import router as booking_router
 from skybook.bootstrap import Container, bootstrap
 from skybook.identity.api import public_router as auth_router
@@ -24,6 +25,7 @@ from skybook.identity.api import router as identity_router
 from skybook.inventory.api import router as inventory_router
 from skybook.notifications.webhooks import run_webhook_sender
 from skybook.notifications.webhooks.api import router as webhooks_router
+from skybook.periodic import run_periodic_jobs
 from skybook.platform.deps import current_principal, rate_limited
 from skybook.platform.http import (
     BodyLimitMiddleware,
@@ -79,16 +81,6 @@ def freeze_startup_objects() -> None:
         _startup_frozen = True
 
 
-async def sweep_forever(container: Container) -> None:
-    """Release expired holds and unpaid orders on a timer."""
-    while True:
-        try:
-            await booking_handlers.expire_overdue(container)
-        except Exception:
-            log.exception("hold sweeper round failed")
-        await asyncio.sleep(container.settings.hold_sweep_interval_seconds)
-
-
 def create_app(container: Container | None = None) -> FastAPI:
     """Build the app around a container (one is bootstrapped from the environment if not given)."""
     if container is None:
@@ -103,7 +95,7 @@ def create_app(container: Container | None = None) -> FastAPI:
         freeze_startup_objects()
         if settings.run_workers:
             tasks.append(asyncio.create_task(container.dispatcher.run(), name="dispatcher"))
-            tasks.append(asyncio.create_task(sweep_forever(container), name="sweeper"))
+            tasks.append(asyncio.create_task(run_periodic_jobs(container), name="periodic-jobs"))
             tasks.append(asyncio.create_task(run_webhook_sender(container), name="webhook-sender"))
         try:
             yield
@@ -135,7 +127,7 @@ def create_app(container: Container | None = None) -> FastAPI:
                 "name": "Webhooks",
                 "description": "Signed HTTPS callbacks for a tenant's events, their delivery log and replays.",
             },
-            {"name": "Operations", "description": "Health and readiness."},
+            {"name": "Operations", "description": "Health, readiness and the AsyncAPI document of the events."},
         ],
     )
     app.state.container = container
@@ -183,6 +175,28 @@ def create_app(container: Container | None = None) -> FastAPI:
         # Outside /v1 and the OpenAPI document: scraped per process by Prometheus, not called by
         # tenants; the gateway refuses it from outside (deploy/nginx). See docs/operations.md.
         app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+
+    asyncapi_document: dict[str, Any] = {}
+
+    @app.get(
+        "/asyncapi.json",
+        tags=["Operations"],
+        operation_id="getAsyncApi",
+        summary="AsyncAPI document of the events",
+        response_model=None,
+        responses={
+            200: {
+                "description": "An AsyncAPI 3.0 document: every channel (Kafka topics, RabbitMQ routing keys), "
+                "message and payload schema, and which worker consumes what.",
+                "content": {"application/json": {"schema": {"type": "object", "description": "AsyncAPI 3.0."}}},
+            }
+        },
+    )
+    async def asyncapi() -> JSONResponse:
+        """The event catalogue as AsyncAPI 3.0 (also written by ``skybook asyncapi``); see docs/events.md."""
+        if not asyncapi_document:
+            asyncapi_document.update(build_asyncapi(container.consumers()))
+        return JSONResponse(asyncapi_document)
 
     async def idempotency_caller(scope: Scope) -> str:
         # Idempotency keys belong to the caller; the principal found here is reused by the route.

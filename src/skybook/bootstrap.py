@@ -8,8 +8,9 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from skybook.booking.handlers import TicketIssuer
 from skybook.identity import Authenticator, KeyRing, Passwords, TokenService
-from skybook.notifications import EmlWriter
+from skybook.notifications import EmlWriter, SmtpSender, SmtpServer
 from skybook.notifications.webhooks import WebhookFanout
 from skybook.payments import PaymentProvider, SandboxPaymentProvider
 from skybook.platform.clock import Clock, SystemClock
@@ -50,12 +51,33 @@ class Container:
 
     def consumers(self) -> list[Consumer]:
         """Every event consumer of the platform; the in-process dispatcher and the workers run these."""
-        writer = EmlWriter(self.settings.mail_dir, self.settings.mail_from)
+        s = self.settings
+        mail: EmlWriter | SmtpSender
+        if s.smtp_url:
+            mail = SmtpSender(SmtpServer.from_url(s.smtp_url), s.mail_from, timeout=s.smtp_timeout_seconds)
+        else:
+            mail = EmlWriter(s.mail_dir, s.mail_from)
+        tickets = TicketIssuer(self)
         webhooks = WebhookFanout(self.clock)
         return [
-            Consumer(writer.name, writer.event_types, writer),
+            Consumer(tickets.name, tickets.event_types, tickets, transport="tasks"),
+            Consumer(mail.name, mail.event_types, mail, transport="tasks"),
             Consumer(webhooks.name, webhooks.event_types, webhooks, transport="tasks"),
         ]
+
+    async def let_consumers_run(self, seconds: float) -> None:
+        """Give the event consumers a moment, while a request waits for one of their effects.
+
+        The consumers run in the dispatcher loop of this process (embedded default) or in worker
+        processes, so waiting is enough. A process that is meant to run them (``run_workers``)
+        but whose loop is not running - the tests drive the app without its lifespan, one-shot
+        tools have none - delivers the pending events right here instead.
+        """
+        if self.settings.run_workers and not self.dispatcher.running:
+            while await self.dispatcher.drain() >= self.dispatcher.batch_size:
+                pass
+        if seconds > 0:
+            await asyncio.sleep(seconds)
 
     def uow(self) -> UnitOfWork:
         """A new unit of work (one transaction)."""
@@ -77,6 +99,10 @@ class Container:
     @property
     def max_passengers(self) -> int:
         return self.settings.max_passengers
+
+    @property
+    def ticketing_wait(self) -> float:
+        return self.settings.ticketing_wait_seconds
 
     @property
     def accounting_code(self) -> str:

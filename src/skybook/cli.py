@@ -1,4 +1,4 @@
-"""Command line: ``skybook serve | db upgrade | seed demo | schedule import | audit``."""
+"""Command line: ``skybook serve | db upgrade | seed demo | schedule import | audit | asyncapi``."""
 
 from __future__ import annotations
 
@@ -130,6 +130,25 @@ def create_admin(
 
     created = asyncio.run(create_platform_admin(Settings(), email=email, password=password, tenant=tenant))
     typer.echo("created" if created else "exists already")
+
+
+@app.command("asyncapi")
+def asyncapi(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", dir_okay=False, help="Write to this file (default: stdout).")
+    ] = None,
+) -> None:
+    """Print or write the AsyncAPI 3.0 document of every event channel and message."""
+    from skybook.asyncapi import build_asyncapi
+    from skybook.bootstrap import bootstrap
+
+    container = bootstrap(Settings())  # builds the object graph only; no connection is opened
+    text = json.dumps(build_asyncapi(container.consumers()), indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

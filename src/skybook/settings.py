@@ -92,6 +92,19 @@ class Settings(BaseSettings):
         "987", pattern=r"^\d{3}$", description="3-digit airline prefix of issued e-ticket numbers."
     )
     mail_from: str = Field("Skybook Air <tickets@skybook.invalid>", description="Sender of confirmation e-mails.")
+    smtp_url: str | None = Field(
+        None,
+        description="SMTP server for confirmation e-mails: smtp://{user}:{password}@host:587?starttls=true, or "
+        "smtps://... for implicit TLS. Empty: e-mails are written as .eml files under data_dir/mail.",
+    )
+    smtp_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Longest wait for the SMTP server.")
+    ticketing_wait_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=30,
+        description="How long POST /v1/orders/{id}/payments waits for the tickets after the capture before "
+        "answering 202 Accepted (the tickets then follow; poll the order).",
+    )
     run_workers: bool = Field(
         True,
         description="Run the event dispatcher and the hold sweeper inside the API process (embedded default).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated, Literal
 
@@ -197,18 +198,34 @@ async def lookup_order(body: OrderLookup, principal: BookingReader, conn: ReadCo
     return to_order_read(await queries.find_by_locator(conn, body.record_locator, body.family_name, principal))
 
 
+PAY_ACCEPTED = (
+    "The payment was captured but the e-tickets were not issued within the wait "
+    "(`SKYBOOK_TICKETING_WAIT_SECONDS`): the order is `confirmed` with `payment_status` `captured`, "
+    "the tickets follow shortly. Poll the order at `Location` until it is `ticketed`; it will not expire meanwhile."
+)
+
+
 @router.post(
     "/orders/{order_id}/payments",
     tags=["Booking"],
     operation_id="payOrder",
     summary="Pay and issue e-tickets",
     response_model=OrderRead,
-    responses=error_responses(*WRITE_ERRORS, 402, 502),
+    responses={
+        200: {"description": "Paid and ticketed: the order with one e-ticket per passenger."},
+        202: {"model": OrderRead, "description": PAY_ACCEPTED},
+        **error_responses(*WRITE_ERRORS, 402, 502),
+    },
 )
 async def pay_order(
-    order_id: OrderId, body: PaymentCreate, principal: BookingWriter, container: ContainerDep
+    order_id: OrderId, body: PaymentCreate, principal: BookingWriter, container: ContainerDep, response: Response
 ) -> OrderRead:
-    """Authorise and capture the total; on success one 13-digit e-ticket is issued per passenger."""
+    """Authorise and capture the total; one 13-digit e-ticket is then issued per passenger.
+
+    Tickets are issued by the ticketing worker once the capture is recorded. The answer waits a
+    few seconds for them (holding no lock or connection meanwhile): ``200`` with the tickets, or
+    ``202 Accepted`` with the paid, not yet ticketed order and a ``Location`` to poll.
+    """
     card = body.card
     if not luhn_valid(card.number):
         raise InvalidRequest("the card number is not valid")
@@ -219,7 +236,26 @@ async def pay_order(
         PayOrder(order_id, Card(card.number, card.exp_month, card.exp_year, card.cvc, card.holder), actor=principal),
         container,
     )
-    return await _read(container, order_id, principal)
+    order = await _await_tickets(container, order_id, principal)
+    if order.status != "ticketed":
+        response.status_code = status.HTTP_202_ACCEPTED
+        response.headers["Location"] = f"/v1/orders/{order_id}"
+    return order
+
+
+async def _await_tickets(container: Container, order_id: uuid.UUID, actor: Principal) -> OrderRead:
+    """The order once ticketed, or as it is when the wait is over (real time: the clock may be fake)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + container.ticketing_wait
+    step = 0.005
+    await container.let_consumers_run(0)
+    while True:
+        order = await _read(container, order_id, actor)
+        left = deadline - loop.time()
+        if order.status != "confirmed" or left <= 0:
+            return order
+        await container.let_consumers_run(min(step, left))
+        step = min(step * 2, 0.1)
 
 
 @router.post(

@@ -7,6 +7,7 @@ held open across a call to the payment provider.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from itertools import pairwise
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from skybook import inventory
 from skybook.booking import repository as repo
@@ -228,7 +230,7 @@ async def release_hold(cmd: ReleaseHold, deps: BookingDeps) -> None:
                 type="hold.released",
                 aggregate_id=str(cmd.order_id),
                 tenant_id=order.tenant,
-                data={"order_id": str(cmd.order_id)},
+                data={"order_id": str(cmd.order_id), "record_locator": order.record_locator, "was": order.status},
             ),
             _inventory_changed([s.flight_id for s in segments], "hold_released", cmd.order_id),
         )
@@ -294,12 +296,20 @@ async def confirm_order(cmd: ConfirmOrder, deps: BookingDeps) -> str:
     return locator
 
 
+async def _captured_payment(conn: AsyncConnection, order_id: uuid.UUID) -> sa.Row[Any] | None:
+    """The order's captured payment, if it has one (at most one: see ``uq_payments_one_live_per_order``)."""
+    return (
+        await conn.execute(sa.select(payments).where(payments.c.order_id == order_id, payments.c.status == "captured"))
+    ).first()
+
+
 async def pay_order(cmd: PayOrder, deps: BookingDeps) -> None:
-    """Authorise and capture the order's total, then issue one e-ticket per passenger.
+    """Authorise and capture the order's total; the ticketing consumer then issues the e-tickets.
 
     Three short steps, none holding a lock while the provider is called: record a pending
     payment (the unique index makes a second concurrent payment impossible), call the provider,
-    then record the outcome and ticket in one transaction.
+    then record the capture with its ``payment.captured`` event in one transaction.
+    ``TicketIssuer`` turns that event into one e-ticket per passenger.
     """
     now = deps.clock.now()
     payment_id = uuid7()
@@ -310,6 +320,8 @@ async def pay_order(cmd: PayOrder, deps: BookingDeps) -> None:
         if order.status == OrderStatus.HELD:
             raise InvalidState("name the passengers (confirm the order) before paying", current_status=order.status)
         require_status(order.status, {OrderStatus.CONFIRMED}, action="pay")
+        if await _captured_payment(uow.conn, cmd.order_id) is not None:
+            raise AlreadyPaid("the order is paid; its e-tickets are being issued")
         if order.expires_at <= now:
             raise HoldExpired("the ticketing deadline passed; hold the seats again")
         # A payment whose process died mid-call would otherwise block every later attempt.
@@ -388,59 +400,24 @@ async def pay_order(cmd: PayOrder, deps: BookingDeps) -> None:
             )
         raise PaymentProviderError("the payment provider failed; nothing was charged, retry later")
 
-    await _ticket(cmd.order_id, payment_id, capture.reference, deps)
+    await _record_capture(cmd.order_id, payment_id, capture.reference, order.total_amount, order.currency, deps)
 
 
-async def _ticket(order_id: uuid.UUID, payment_id: uuid.UUID, reference: str, deps: BookingDeps) -> None:
+async def _record_capture(
+    order_id: uuid.UUID, payment_id: uuid.UUID, reference: str, amount: int, currency: str, deps: BookingDeps
+) -> None:
+    """Record the captured money and announce it; the ticketing consumer issues the tickets.
+
+    The capture and its ``payment.captured`` event commit together, so the tickets follow at
+    least once, and the order (confirmed, with a captured payment) is shielded from the sweeper.
+    """
     now = deps.clock.now()
     async with deps.uow() as uow:
         order = await repo.lock_order(uow.conn, order_id)
-        if order.status != OrderStatus.CONFIRMED:  # pragma: no cover - the sweeper skips paying orders
-            raise InvalidState(f"order became {order.status} while paying", current_status=order.status)
-        segments = await repo.load_segments(uow.conn, order_id)
-        people = await repo.passenger_rows(uow.conn, order_id)
         await uow.conn.execute(
             sa.update(payments)
             .where(payments.c.id == payment_id)
             .values(status="captured", provider_reference=reference, updated_at=now)
-        )
-        await repo.set_status(
-            uow.conn,
-            order_id,
-            expected=[OrderStatus.CONFIRMED],
-            status=OrderStatus.TICKETED,
-            ticketed_at=now,
-        )
-        await inventory.sell_held(uow.conn, segments)
-        serials = await repo.allocate_ticket_serials(uow.conn, deps.accounting_code, len(people))
-        issued: list[dict[str, Any]] = []
-        for person, serial in zip(people, serials, strict=True):
-            number = f"{deps.accounting_code}{serial:010d}"
-            amount = sum(order.party.fare_for(PassengerType(person.type), s.fare_amount) for s in segments)
-            issued.append(
-                {
-                    "number": number,
-                    "order_id": order_id,
-                    "passenger_id": person.id,
-                    "status": "issued",
-                    "issued_at": now,
-                    "amount": amount,
-                    "currency": order.currency,
-                }
-            )
-        await uow.conn.execute(sa.insert(tickets), issued)
-        await uow.conn.execute(
-            sa.insert(ticket_coupons),
-            [
-                {
-                    "ticket_number": t["number"],
-                    "coupon_no": s.segment_no,
-                    "flight_id": s.flight_id,
-                    "booking_class": s.booking_class,
-                }
-                for t in issued
-                for s in segments
-            ],
         )
         uow.emit(
             Event(
@@ -450,44 +427,147 @@ async def _ticket(order_id: uuid.UUID, payment_id: uuid.UUID, reference: str, de
                 data={
                     "order_id": str(order_id),
                     "payment_id": str(payment_id),
-                    "amount": order.total_amount,
-                    "currency": order.currency,
+                    "amount": amount,
+                    "currency": currency,
                 },
-            ),
-            Event(
-                type="order.ticketed",
-                aggregate_id=str(order_id),
-                tenant_id=order.tenant,
-                data={
-                    "order_id": str(order_id),
-                    "record_locator": order.record_locator,
-                    "contact_email": order.contact_email,
-                    "total": {"amount": order.total_amount, "currency": order.currency},
-                    "passengers": [
-                        {
-                            "name": f"{p.family_name}/{p.given_name}".upper(),
-                            "type": p.type,
-                            "ticket_number": t["number"],
-                        }
-                        for p, t in zip(people, issued, strict=True)
-                    ],
-                    "segments": [
-                        {
-                            "designator": s.designator,
-                            "origin": s.origin,
-                            "destination": s.destination,
-                            "departure_at": s.departure_at.isoformat(),
-                            "arrival_at": s.arrival_at.isoformat(),
-                            "booking_class": s.booking_class,
-                            "cabin": s.cabin,
-                        }
-                        for s in segments
-                    ],
-                },
-            ),
-            _inventory_changed([s.flight_id for s in segments], "ticketed", order_id),
+            )
+        )
+        if order.status == OrderStatus.CONFIRMED:
+            await uow.commit()
+            return
+    # Only when the provider call outlived STALE_PAYMENT and the order expired meanwhile: nobody
+    # will ticket it, so the money goes straight back.
+    result = await deps.payments.void(reference=reference, idempotency_key=f"void-{payment_id}")
+    async with deps.uow() as uow:
+        await uow.conn.execute(
+            sa.update(payments)
+            .where(payments.c.id == payment_id)
+            .values(
+                status="voided" if result.outcome is Outcome.APPROVED else "failed",
+                provider_reference=reference,
+                decline_code=None if result.outcome is Outcome.APPROVED else "void_failed",
+                updated_at=deps.clock.now(),
+            )
         )
         await uow.commit()
+    raise InvalidState(f"order became {order.status} while paying; the payment was voided", current_status=order.status)
+
+
+class TicketIssuer:
+    """Event consumer: issues the e-tickets of an order whose payment was captured.
+
+    Idempotent twice over: the inbox drops a redelivered event, and only a ``confirmed`` order
+    whose payment is still captured is ticketed (a second ``payment.captured`` finds it
+    ``ticketed``; an order cancelled and refunded before this ran stays cancelled).
+    """
+
+    name = "booking.ticketing"
+    event_types = frozenset({"payment.captured"})
+
+    def __init__(self, deps: BookingDeps) -> None:
+        self.deps = deps
+
+    async def __call__(self, event: Event, uow: UnitOfWork) -> None:
+        await issue_tickets(
+            uuid.UUID(event.data["order_id"]), uuid.UUID(event.data["payment_id"]), uow, self.deps, cause=event
+        )
+
+
+async def issue_tickets(
+    order_id: uuid.UUID, payment_id: uuid.UUID, uow: UnitOfWork, deps: BookingDeps, *, cause: Event | None = None
+) -> bool:
+    """Issue one e-ticket per passenger in ``uow``'s transaction; False when there is nothing to do."""
+    now = deps.clock.now()
+    order = await repo.lock_order(uow.conn, order_id)
+    if order.status != OrderStatus.CONFIRMED:
+        return False  # already ticketed (a redelivery) or cancelled and refunded meanwhile
+    captured = await uow.conn.scalar(
+        sa.select(payments.c.id).where(payments.c.id == payment_id, payments.c.status == "captured")
+    )
+    if captured is None:
+        return False
+    segments = await repo.load_segments(uow.conn, order_id)
+    people = await repo.passenger_rows(uow.conn, order_id)
+    await repo.set_status(
+        uow.conn,
+        order_id,
+        expected=[OrderStatus.CONFIRMED],
+        status=OrderStatus.TICKETED,
+        ticketed_at=now,
+    )
+    await inventory.sell_held(uow.conn, segments)
+    serials = await repo.allocate_ticket_serials(uow.conn, deps.accounting_code, len(people))
+    issued: list[dict[str, Any]] = []
+    for person, serial in zip(people, serials, strict=True):
+        number = f"{deps.accounting_code}{serial:010d}"
+        amount = sum(order.party.fare_for(PassengerType(person.type), s.fare_amount) for s in segments)
+        issued.append(
+            {
+                "number": number,
+                "order_id": order_id,
+                "passenger_id": person.id,
+                "status": "issued",
+                "issued_at": now,
+                "amount": amount,
+                "currency": order.currency,
+            }
+        )
+    await uow.conn.execute(sa.insert(tickets), issued)
+    await uow.conn.execute(
+        sa.insert(ticket_coupons),
+        [
+            {
+                "ticket_number": t["number"],
+                "coupon_no": s.segment_no,
+                "flight_id": s.flight_id,
+                "booking_class": s.booking_class,
+            }
+            for t in issued
+            for s in segments
+        ],
+    )
+    # Follow-up events keep the request's correlation id and name the event that caused them.
+    lineage: dict[str, Any] = (
+        {"correlation_id": cause.correlation_id, "causation_id": str(cause.id), "tenant_id": order.tenant}
+        if cause is not None
+        else {"tenant_id": order.tenant}
+    )
+    ticketed = Event(
+        type="order.ticketed",
+        aggregate_id=str(order_id),
+        data={
+            "order_id": str(order_id),
+            "record_locator": order.record_locator,
+            "contact_email": order.contact_email,
+            "total": {"amount": order.total_amount, "currency": order.currency},
+            "passengers": [
+                {
+                    "name": f"{p.family_name}/{p.given_name}".upper(),
+                    "type": p.type,
+                    "ticket_number": t["number"],
+                }
+                for p, t in zip(people, issued, strict=True)
+            ],
+            "segments": [
+                {
+                    "designator": s.designator,
+                    "origin": s.origin,
+                    "destination": s.destination,
+                    "departure_at": s.departure_at.isoformat(),
+                    "arrival_at": s.arrival_at.isoformat(),
+                    "booking_class": s.booking_class,
+                    "cabin": s.cabin,
+                }
+                for s in segments
+            ],
+        },
+        **lineage,
+    )
+    changed = _inventory_changed([s.flight_id for s in segments], "ticketed", order_id)
+    if cause is not None:
+        changed = dataclasses.replace(changed, **lineage)
+    uow.emit(ticketed, changed)
+    return True
 
 
 async def assign_seats(cmd: AssignSeats, deps: BookingDeps) -> None:
@@ -564,25 +644,25 @@ async def assign_seats(cmd: AssignSeats, deps: BookingDeps) -> None:
 
 
 async def cancel_order(cmd: CancelOrder, deps: BookingDeps) -> None:
-    """Cancel: before ticketing release the seats; after, void (day of issue) or refund, then release."""
+    """Cancel: before payment release the seats; once paid, void (day of payment) or refund, then release.
+
+    A paid order is one that is ticketed, or confirmed with a captured payment whose tickets the
+    ticketing consumer has not issued yet; both get their money back.
+    """
     async with deps.uow() as uow:
         order = await repo.get_order_row(uow.conn, cmd.order_id, cmd.actor)
+        payment = await _captured_payment(uow.conn, cmd.order_id)
     require_status(order.status, {*LIVE, OrderStatus.TICKETED}, action="cancel")
-    if order.status != OrderStatus.TICKETED:
+    if payment is None:
+        if order.status == OrderStatus.TICKETED:  # pragma: no cover - a ticketed order always has its payment
+            raise InvalidState("the order has no captured payment to refund")
         await _cancel_unticketed(cmd.order_id, deps, cmd.actor)
         return
 
-    # Ticketed: settle the money first (idempotent at the provider), then change our state.
-    async with deps.uow() as uow:
-        payment = (
-            await uow.conn.execute(
-                sa.select(payments).where(payments.c.order_id == cmd.order_id, payments.c.status == "captured")
-            )
-        ).first()
-    if payment is None:  # pragma: no cover - a ticketed order always has its captured payment
-        raise InvalidState("the order has no captured payment to refund")
+    # Paid: settle the money first (idempotent at the provider), then change our state.
     now = deps.clock.now()
-    same_day = order.ticketed_at is not None and order.ticketed_at.date() == now.date()
+    paid_on = order.ticketed_at or payment.updated_at
+    same_day = paid_on.date() == now.date()
     kind = "void" if same_day else "refund"
     if same_day:
         result = await deps.payments.void(reference=payment.provider_reference, idempotency_key=f"void-{payment.id}")
@@ -596,23 +676,28 @@ async def cancel_order(cmd: CancelOrder, deps: BookingDeps) -> None:
         raise PaymentProviderError(f"the provider could not {kind} the payment; the order is unchanged")
 
     async with deps.uow() as uow:
-        await repo.lock_order(uow.conn, cmd.order_id)
+        # The ticketing consumer may have issued the tickets while the provider was called.
+        current = await repo.lock_order(uow.conn, cmd.order_id)
+        was = current.status
         if not await repo.set_status(
             uow.conn,
             cmd.order_id,
-            expected=[OrderStatus.TICKETED],
+            expected=[OrderStatus.CONFIRMED, OrderStatus.TICKETED],
             status=OrderStatus.CANCELLED,
             cancelled_at=now,
         ):
             raise InvalidState("the order was cancelled meanwhile")
         segments = await repo.load_segments(uow.conn, cmd.order_id)
-        await inventory.release_sold(uow.conn, segments)
+        if was == OrderStatus.TICKETED:
+            await inventory.release_sold(uow.conn, segments)
+            await uow.conn.execute(
+                sa.update(tickets)
+                .where(tickets.c.order_id == cmd.order_id)
+                .values(status="voided" if same_day else "refunded")
+            )
+        else:
+            await inventory.release_held(uow.conn, segments)
         await repo.free_seats(uow.conn, cmd.order_id)
-        await uow.conn.execute(
-            sa.update(tickets)
-            .where(tickets.c.order_id == cmd.order_id)
-            .values(status="voided" if same_day else "refunded")
-        )
         await uow.conn.execute(
             sa.update(payments)
             .where(payments.c.id == payment.id)
@@ -649,7 +734,7 @@ async def cancel_order(cmd: CancelOrder, deps: BookingDeps) -> None:
                 data={
                     "order_id": str(cmd.order_id),
                     "record_locator": order.record_locator,
-                    "was": OrderStatus.TICKETED.value,
+                    "was": str(was),
                     "settlement": kind,
                 },
             ),
@@ -667,6 +752,8 @@ async def _cancel_unticketed(order_id: uuid.UUID, deps: BookingDeps, actor: Prin
         )
         if pending is not None:
             raise PaymentInProgress("a payment for this order is in progress; retry when it has finished")
+        if await _captured_payment(uow.conn, order_id) is not None:
+            raise PaymentInProgress("the payment has just been captured; retry to cancel with a refund")
         segments = await repo.load_segments(uow.conn, order_id)
         await repo.set_status(
             uow.conn,
@@ -694,14 +781,30 @@ async def _cancel_unticketed(order_id: uuid.UUID, deps: BookingDeps, actor: Prin
         await uow.commit()
 
 
+def _shielded_by_payment(now: datetime) -> sa.ColumnElement[bool]:
+    """The order has money on its way: a captured payment (tickets follow) or a payment in flight."""
+    p = payments.c
+    return (
+        sa.exists()
+        .where(p.order_id == orders.c.id)
+        .where((p.status == "captured") | ((p.status == "pending") & (p.created_at > now - STALE_PAYMENT)))
+    )
+
+
 async def expire_overdue(deps: BookingDeps, *, limit: int = 500) -> int:
-    """Expire holds and unpaid orders past their deadline and give their seats back."""
+    """Expire holds and unpaid orders past their deadline and give their seats back.
+
+    Never an order whose payment was captured (its tickets are on their way, however late the
+    ticketing consumer is) or is being taken. Safe to run in several processes at once: each
+    order is taken with ``SKIP LOCKED`` and checked again under its lock, so two sweepers never
+    expire one order twice and never wait for each other.
+    """
     now = deps.clock.now()
     async with deps.uow() as uow:
         due = list(
             await uow.conn.scalars(
                 sa.select(orders.c.id)
-                .where(orders.c.status.in_(list(LIVE)), orders.c.expires_at <= now)
+                .where(orders.c.status.in_(list(LIVE)), orders.c.expires_at <= now, ~_shielded_by_payment(now))
                 .order_by(orders.c.expires_at)
                 .limit(limit)
             )
@@ -715,18 +818,12 @@ async def expire_overdue(deps: BookingDeps, *, limit: int = 500) -> int:
 
 async def _expire_one(order_id: uuid.UUID, now: datetime, deps: BookingDeps) -> bool:
     async with deps.uow() as uow:
-        order = await repo.lock_order(uow.conn, order_id)
-        if order.status not in LIVE or order.expires_at > now:
-            return False
-        paying = await uow.conn.scalar(
-            sa.select(payments.c.id).where(
-                payments.c.order_id == order_id,
-                payments.c.status == "pending",
-                payments.c.created_at > now - STALE_PAYMENT,
-            )
-        )
-        if paying is not None:
-            return False  # a payment is in flight; it will ticket or fail, then we look again
+        order = await repo.try_lock_order(uow.conn, order_id)
+        if order is None or order.status not in LIVE or order.expires_at > now:
+            return False  # another sweeper (or a request) has it, or it moved on
+        shielded = await uow.conn.scalar(sa.select(_shielded_by_payment(now)).where(orders.c.id == order_id))
+        if shielded:
+            return False  # paid or being paid; it will ticket or fail, then we look again
         segments = await repo.load_segments(uow.conn, order_id)
         await repo.set_status(uow.conn, order_id, expected=list(LIVE), status=OrderStatus.EXPIRED)
         await inventory.release_held(uow.conn, segments)

@@ -22,6 +22,7 @@ from skybook.booking.tables import (
     ticket_coupons,
     tickets,
 )
+from skybook.payments import payments as payment_rows
 from skybook.platform.errors import NotFound
 from skybook.platform.security import Principal
 
@@ -101,6 +102,7 @@ def held_order_view(hold: HeldOrder) -> dict[str, Any]:
         ],
         "passengers": [],
         "tickets": [],
+        "payment_status": None,
     }
 
 
@@ -160,7 +162,7 @@ async def _order_views(
     if not rows:
         return []
     ids = [r["id"] for r in rows]
-    views = {r["id"]: {**r, "segments": [], "passengers": [], "tickets": []} for r in rows}
+    views = {r["id"]: {**r, "segments": [], "passengers": [], "tickets": [], "payment_status": None} for r in rows}
     origin = inventory.airports.alias("o")
     dest = inventory.airports.alias("d")
     seg_rows = await conn.execute(
@@ -208,6 +210,13 @@ async def _order_views(
             coupons.setdefault(c.ticket_number, []).append(dict(c._mapping))
     for t in sorted(ticket_rows, key=lambda t: t.number):
         views[t.order_id]["tickets"].append({**t._mapping, "coupons": coupons.get(t.number, [])})
+    # The latest payment attempt tells a paid order waiting for its tickets from an unpaid one.
+    for pay in await conn.execute(
+        sa.select(payment_rows.c.order_id, payment_rows.c.status)
+        .where(payment_rows.c.order_id.in_(ids))
+        .order_by(payment_rows.c.created_at, payment_rows.c.id)
+    ):
+        views[pay.order_id]["payment_status"] = pay.status
     return [views[i] for i in ids]
 
 

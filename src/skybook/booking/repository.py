@@ -258,3 +258,11 @@ async def unpaid_seats_of(conn: AsyncConnection, principal_id: uuid.UUID, *, cap
     )
     total = await conn.scalar(sa.select(sa.func.coalesce(sa.func.sum(live.c.seats), 0)))
     return int(total or 0)
+
+
+async def try_lock_order(conn: AsyncConnection, order_id: uuid.UUID) -> OrderRow | None:
+    """Lock an order unless another transaction holds it (``SKIP LOCKED``); None if held or gone."""
+    row = (
+        await conn.execute(sa.select(orders).where(orders.c.id == order_id).with_for_update(skip_locked=True))
+    ).first()
+    return None if row is None else _order(row)

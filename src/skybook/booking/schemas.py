@@ -266,6 +266,11 @@ class OrderRead(Output):
     segments: list[SegmentRead] = Field(description="Flights in travel order.")
     passengers: list[PassengerRead] = Field(description="Named passengers (empty while held).")
     tickets: list[TicketRead] = Field(description="E-tickets (after payment).")
+    payment_status: Literal["pending", "captured", "declined", "failed", "voided", "refunded"] | None = Field(
+        default=None,
+        description="Status of the latest payment attempt: captured on a confirmed order means paid, "
+        "e-tickets being issued. None before any attempt.",
+    )
 
 
 class OrderPage(Page[OrderRead]):
@@ -336,4 +341,5 @@ def to_order_read(view: dict[str, object]) -> OrderRead:
         segments=segments,
         passengers=[PassengerRead.model_validate(p) for p in v["passengers"]],
         tickets=[TicketRead.model_validate(t) for t in v["tickets"]],
+        payment_status=v.get("payment_status"),
     )

@@ -63,6 +63,17 @@ class InProcessDispatcher:
         self._coalesce = coalesce_seconds
         self._wake = asyncio.Event()
         self._stopping = False
+        self._running = False
+
+    @property
+    def batch_size(self) -> int:
+        """Most events one ``drain()`` takes."""
+        return self._batch
+
+    @property
+    def running(self) -> bool:
+        """Whether ``run()`` is delivering in this process right now."""
+        return self._running
 
     def wake(self) -> None:
         """Called after a commit that wrote events."""
@@ -70,6 +81,13 @@ class InProcessDispatcher:
 
     async def run(self) -> None:
         """Deliver until stopped."""
+        self._running = True
+        try:
+            await self._run()
+        finally:
+            self._running = False
+
+    async def _run(self) -> None:
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
