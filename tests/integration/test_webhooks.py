@@ -385,7 +385,7 @@ async def test_the_sender_loop_delivers_on_its_own(
         ("https://169.254.169.254/latest/meta-data", "link-local"),
         ("https://hooks.internal.example/skybook", "private"),  # a name resolving to 10.20.30.40
         ("http://hooks.public.example/skybook", "https"),  # public, but not HTTPS
-        ("https://user:pw@hooks.public.example/skybook", "credentials"),
+        ("https://user:pw@hooks.public.example/skybook", "credentials"),  # pragma: allowlist secret
     ],
 )
 async def test_unsafe_endpoint_urls_are_refused(
