@@ -213,7 +213,11 @@ PAY_ACCEPTED = (
     response_model=OrderRead,
     responses={
         200: {"description": "Paid and ticketed: the order with one e-ticket per passenger."},
-        202: {"model": OrderRead, "description": PAY_ACCEPTED},
+        202: {
+            "model": OrderRead,
+            "description": PAY_ACCEPTED,
+            "headers": {"Location": {"description": "The order to poll.", "schema": {"type": "string"}}},
+        },
         **error_responses(*WRITE_ERRORS, 402, 502),
     },
 )
