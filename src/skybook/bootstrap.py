@@ -11,11 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from skybook.identity import Authenticator, KeyRing, Passwords, TokenService
 from skybook.notifications import EmlWriter
 from skybook.payments import PaymentProvider, SandboxPaymentProvider
+from skybook.platform.cache import CacheStore, MemoryStore, NullStore, ReadThroughCache, RedisStore
 from skybook.platform.clock import Clock, SystemClock
 from skybook.platform.db import create_engine, is_sqlite
 from skybook.platform.dispatcher import Consumer, InProcessDispatcher
 from skybook.platform.ratelimit import RateLimiter, limiter_uri
 from skybook.platform.uow import UnitOfWork
+from skybook.search.cache import SearchCacheInvalidator
 from skybook.settings import Settings
 
 
@@ -33,6 +35,7 @@ class Container:
     tokens: TokenService = field(init=False)
     limiter: RateLimiter = field(init=False)
     authenticator: Authenticator = field(init=False)
+    search_cache: ReadThroughCache = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -45,12 +48,40 @@ class Container:
         )
         self.limiter = RateLimiter(limiter_uri(s.redis_url))
         self.authenticator = Authenticator(self.engine, self.tokens, self.clock)
+        self.search_cache = ReadThroughCache(
+            self._cache_store(),
+            ttl_seconds=s.cache_ttl_seconds,
+            jitter=s.cache_ttl_jitter,
+            lock_ms=s.cache_lock_ms,
+            wait_ms=s.cache_wait_ms,
+        )
         self.dispatcher = InProcessDispatcher(self.uow, self.clock, self.consumers())
 
     def consumers(self) -> list[Consumer]:
         """Every event consumer of the platform; the in-process dispatcher and the workers run these."""
         writer = EmlWriter(self.settings.mail_dir, self.settings.mail_from)
-        return [Consumer(writer.name, writer.event_types, writer)]
+        invalidator = SearchCacheInvalidator(self.search_cache)
+        return [
+            Consumer(writer.name, writer.event_types, writer),
+            Consumer(invalidator.name, invalidator.event_types, invalidator, transport="stream"),
+        ]
+
+    def _cache_store(self) -> CacheStore:
+        s = self.settings
+        if s.redis_url:
+            return RedisStore(
+                s.redis_url,
+                prefix=s.cache_key_prefix,
+                timeout_ms=s.cache_redis_timeout_ms,
+                retry_seconds=s.cache_retry_seconds,
+            )
+        if s.run_workers:
+            # Embedded default: this process's dispatcher handles inventory.changed, so it can
+            # invalidate its own memory.
+            return MemoryStore(s.cache_max_entries)
+        # Events are handled by other processes that cannot reach this memory: caching here
+        # would serve stale seat counts until the TTL, so do not cache at all.
+        return NullStore()
 
     def uow(self) -> UnitOfWork:
         """A new unit of work (one transaction)."""
