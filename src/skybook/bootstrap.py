@@ -17,7 +17,7 @@ from skybook.platform.db import create_engine, is_sqlite
 from skybook.platform.dispatcher import Consumer, InProcessDispatcher
 from skybook.platform.ratelimit import RateLimiter, limiter_uri
 from skybook.platform.uow import UnitOfWork
-from skybook.search.cache import SearchCacheInvalidator
+from skybook.search.cache import SearchCacheInvalidator, SearchSources
 from skybook.settings import Settings
 
 
@@ -36,6 +36,7 @@ class Container:
     limiter: RateLimiter = field(init=False)
     authenticator: Authenticator = field(init=False)
     search_cache: ReadThroughCache = field(init=False)
+    search_sources: SearchSources = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -55,6 +56,7 @@ class Container:
             lock_ms=s.cache_lock_ms,
             wait_ms=s.cache_wait_ms,
         )
+        self.search_sources = SearchSources(self.search_cache, self.engine)
         self.dispatcher = InProcessDispatcher(self.uow, self.clock, self.consumers())
 
     def consumers(self) -> list[Consumer]:

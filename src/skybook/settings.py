@@ -40,7 +40,7 @@ class Settings(BaseSettings):
         None, description="Redis URL (redis://host:6379/0); rate limits are shared through it. Empty: in memory."
     )
     cache_ttl_seconds: float = Field(
-        30.0,
+        300.0,
         ge=0,
         le=3600,
         description="Lifetime of cached search results; inventory changes invalidate them sooner. 0 turns the "
@@ -59,10 +59,13 @@ class Settings(BaseSettings):
         200, ge=0, le=10_000, description="How long a request waits for another process's recomputation."
     )
     cache_redis_timeout_ms: int = Field(
-        250, ge=10, le=10_000, description="Connect/read timeout of cache calls to Redis; slower counts as down."
+        500, ge=10, le=10_000, description="Connect/read timeout of cache calls to Redis; slower counts as down."
     )
     cache_retry_seconds: float = Field(
-        5.0, ge=0, le=300, description="After a Redis failure the cache is bypassed this long, then tried again."
+        5.0,
+        ge=0,
+        le=300,
+        description="After 3 Redis failures in a row the cache is bypassed this long, then tried again.",
     )
     cache_max_entries: int = Field(10_000, ge=1, description="Most values of the in-memory cache (no Redis).")
     signing_keys: str = Field(

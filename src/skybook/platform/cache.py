@@ -140,6 +140,7 @@ class NullStore:
 # Tag counters must outlive every value that recorded them: if a counter expired and restarted at
 # 0, a value stored at generation 0 would become valid again. A day is far above any value TTL.
 TAG_TTL_SECONDS = 86_400
+FAILURES_BEFORE_BYPASS = 3
 
 
 class RedisStore:
@@ -150,7 +151,7 @@ class RedisStore:
         url: str,
         *,
         prefix: str,
-        timeout_ms: int = 250,
+        timeout_ms: int = 500,
         retry_seconds: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -166,6 +167,7 @@ class RedisStore:
         self._retry = retry_seconds
         self._now = monotonic
         self._down_until = 0.0
+        self._failures = 0
 
     def _k(self, key: str) -> str:
         return f"{self._prefix}:c:{key}"
@@ -176,18 +178,23 @@ class RedisStore:
     def _l(self, key: str) -> str:
         return f"{self._prefix}:l:{key}"
 
-    async def _call(self, op: str, make: Callable[[], Awaitable[T]]) -> T:
-        if self._down_until > self._now():
-            raise CacheUnavailable("redis marked down")
+    async def _call(self, op: str, make: Callable[[], Awaitable[T]], *, always: bool = False) -> T:
+        if not always and self._down_until > self._now():
+            raise CacheUnavailable("redis bypassed after failures")
         try:
-            return await make()
+            result = await make()
         except (RedisError, OSError, TimeoutError) as exc:
             CACHE_BACKEND_ERRORS.labels(op).inc()
-            self._down_until = self._now() + self._retry
-            log.warning(
-                "redis cache %s failed (%s: %s); bypassing it for %ss", op, type(exc).__name__, exc, self._retry
-            )
+            self._failures += 1
+            if self._failures >= FAILURES_BEFORE_BYPASS:
+                # Several failures in a row: stop paying a timeout on every request for a while.
+                self._down_until = self._now() + self._retry
+                log.warning(
+                    "redis cache %s failed (%s: %s); bypassing it for %ss", op, type(exc).__name__, exc, self._retry
+                )
             raise CacheUnavailable(str(exc)) from exc
+        self._failures = 0
+        return result
 
     async def fetch(self, key: str, tags: Sequence[str]) -> tuple[bytes | None, list[int]]:
         raw = await self._call("fetch", lambda: self._redis.mget([self._k(key), *(self._t(t) for t in tags)]))
@@ -206,7 +213,8 @@ class RedisStore:
                 await pipe.execute()
 
         if tags:
-            await self._call("bump", run)
+            # Always tried, even while reads bypass Redis: an invalidation must not be skipped.
+            await self._call("bump", run, always=True)
 
     async def try_lock(self, key: str, ttl_ms: int) -> bool:
         return bool(await self._call("lock", lambda: self._redis.set(self._l(key), b"1", nx=True, px=ttl_ms)))
@@ -266,25 +274,24 @@ class ReadThroughCache:
         try:
             raw, gens = await self.store.fetch(key, tags)
         except CacheUnavailable:
-            body = await compute()
-            self._observe(cache, "error", started)
-            return body
-        if raw is not None:
+            raw, gens = None, None
+        if raw is not None and gens is not None:
             stored_gens, body = _decode(raw)
             if stored_gens == gens:
                 self._observe(cache, "hit", started)
                 return body
-        flight_key = f"{key}|{','.join(map(str, gens))}"
+        # In-process single flight; with the backend down the key alone identifies the work.
+        flight_key = f"{key}|{'down' if gens is None else ','.join(map(str, gens))}"
         running = self._inflight.get(flight_key)
         if running is not None:
             # Someone in this process is already computing this very value: share its answer.
             body = await asyncio.shield(running)
-            self._observe(cache, "hit", started)
+            self._observe(cache, "hit" if gens is not None else "error", started)
             return body
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inflight[flight_key] = future
         try:
-            body = await self._fill(key, tags, gens, compute)
+            body = await (compute() if gens is None else self._fill(key, tags, gens, compute))
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters re-raise it, nobody else has to
@@ -293,7 +300,7 @@ class ReadThroughCache:
             future.set_result(body)
         finally:
             del self._inflight[flight_key]
-        self._observe(cache, "miss", started)
+        self._observe(cache, "miss" if gens is not None else "error", started)
         return body
 
     async def _fill(

@@ -1,31 +1,38 @@
-"""Search-result caching: keys, invalidation tags and the consumer that bumps them.
+"""Search caching: leg keys, invalidation tags, the cached sources and the invalidating consumer.
 
-A search reads the flights of one (origin, destination, local departure date), two for a round
-trip. Each such route-day is a cache tag; a cached result records the tags' generations, so an
-``inventory.changed`` event for a flight bumps its route-day and every cached search over that
-route-day (any party size, cabin, page or return date) is stale at once, in O(1).
+What is cached is a *leg*: the open fare rows of one (origin, destination, local departure date,
+cabin) with their seat counts, under a versioned key built from exactly those normalised query
+fields. Every search over that route-day and cabin - any party size, page, or the outbound or
+return half of a round trip - reuses it; the party, the clock and paging are applied per request.
+
+Each leg carries two tags: its route-day and the whole network. A cached leg records the tags'
+generations, so an ``inventory.changed`` event for a flight bumps its route-day and every cached
+leg of that route-day is stale at once, in O(1); a schedule import (which names no flight) bumps
+the network tag. The TTL only bounds what a lost event could cost.
 """
 
 from __future__ import annotations
 
-import hashlib
 import uuid
+from collections.abc import Sequence
 from datetime import date
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from skybook import inventory
 from skybook.platform.cache import ReadThroughCache
 from skybook.platform.events import Event
 from skybook.platform.uow import UnitOfWork
-from skybook.search.schemas import SearchQuery
+from skybook.search import queries
 
 CACHE_NAME = "search"
 KEY_VERSION = 1
-"""Part of every key: bump it when the cached body changes shape, so old values are never read."""
+"""Part of every key: bump it when the cached leg changes shape, so old values are never read."""
 
-INVALIDATING_EVENTS = frozenset({"inventory.changed", "flight.scheduled", "flight.cancelled"})
+NETWORK_TAG = "network"
+INVALIDATING_EVENTS = frozenset({"inventory.changed", "flight.scheduled", "flight.cancelled", "schedule.imported"})
 
 
 def route_tag(origin: str, destination: str, day: date) -> str:
@@ -33,18 +40,38 @@ def route_tag(origin: str, destination: str, day: date) -> str:
     return f"route:{origin}:{destination}:{day.isoformat()}"
 
 
-def search_key(q: SearchQuery) -> str:
-    """A versioned key from the normalised query (defaults filled in, fields in a fixed order)."""
-    canonical = orjson.dumps(q.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
-    return f"search:v{KEY_VERSION}:{hashlib.blake2b(canonical, digest_size=16).hexdigest()}"
+def leg_key(origin: str, destination: str, day: date, cabin: str) -> str:
+    """The versioned key of one leg (fields already validated: IATA codes, ISO date, cabin letter)."""
+    return f"search:v{KEY_VERSION}:leg:{origin}:{destination}:{day.isoformat()}:{cabin}"
 
 
-def search_tags(q: SearchQuery) -> list[str]:
-    """The route-days whose inventory the query reads."""
-    tags = [route_tag(q.origin, q.destination, q.departure_date)]
-    if q.return_date is not None:
-        tags.append(route_tag(q.destination, q.origin, q.return_date))
-    return tags
+class SearchSources:
+    """Where searches read airports and legs: legs through the cache, airports memoised."""
+
+    def __init__(self, cache: ReadThroughCache, engine: AsyncEngine) -> None:
+        self.cache = cache
+        self._engine = engine
+        # Airports are only ever added (no route changes or removes one), so a zone once read
+        # stays right; unknown codes are not remembered and are looked up again.
+        self._zones: dict[str, str] = {}
+
+    async def zones(self, iatas: Sequence[str]) -> dict[str, str]:
+        missing = [i for i in iatas if i not in self._zones]
+        if missing:
+            async with self._engine.connect() as conn:
+                self._zones.update(await queries.load_zones(conn, missing))
+        return {i: self._zones[i] for i in iatas if i in self._zones}
+
+    async def leg(self, origin: str, destination: str, day: date, cabin: str) -> queries.Leg:
+        async def compute() -> bytes:
+            # A connection only on a miss: a hit touches no database.
+            async with self._engine.connect() as conn:
+                return orjson.dumps(await queries.load_leg(conn, origin, destination, day, cabin))
+
+        tags = [route_tag(origin, destination, day), NETWORK_TAG]
+        body = await self.cache.get_or_compute(CACHE_NAME, leg_key(origin, destination, day, cabin), tags, compute)
+        leg: queries.Leg = orjson.loads(body)
+        return leg
 
 
 class SearchCacheInvalidator:
@@ -57,12 +84,15 @@ class SearchCacheInvalidator:
         self._cache = cache
 
     async def __call__(self, event: Event, uow: UnitOfWork) -> None:
-        ids = event.data.get("flight_ids") or [event.data["flight_id"]]
-        f = inventory.flights.c
-        rows = await uow.conn.execute(
-            sa.select(f.origin, f.destination, f.departure_date).where(f.id.in_([uuid.UUID(str(i)) for i in ids]))
-        )
-        tags = sorted({route_tag(r.origin, r.destination, r.departure_date) for r in rows})
+        if event.type == "schedule.imported":
+            tags = [NETWORK_TAG]  # names no flight; imports are rare, so start every leg afresh
+        else:
+            ids = event.data.get("flight_ids") or [event.data["flight_id"]]
+            f = inventory.flights.c
+            rows = await uow.conn.execute(
+                sa.select(f.origin, f.destination, f.departure_date).where(f.id.in_([uuid.UUID(str(i)) for i in ids]))
+            )
+            tags = sorted({route_tag(r.origin, r.destination, r.departure_date) for r in rows})
         # A Redis failure raises here: the transaction (and its inbox claim) rolls back and the
         # event is delivered again, so the invalidation is retried rather than lost.
         await self._cache.invalidate(CACHE_NAME, tags)
