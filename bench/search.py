@@ -16,10 +16,10 @@ server's, not a guess from the client.
 Phases (each after an unmeasured warm-up):
 
 * ``zipf``      closed loop of searches over the demo network: route-day ranked by a Zipf law,
-  party size and cabin from fixed mixes; meanwhile a background trickle of holds (open loop,
-  ``--hold-rate``/s, flights drawn from the same Zipf law) makes the dispatcher emit
+  party size and cabin from fixed mixes; beside it a trickle of holds (one per ``--look-to-book``
+  searches, one at a time, flights drawn from the same Zipf law) makes the dispatcher emit
   ``inventory.changed`` and invalidate the route-days it touches, so the ratio pays for them;
-* ``hot``       the 20 most popular queries only, no holds: every answer is a hit (cached searches/s);
+* ``hot``       the 20 most popular queries only, no holds: every leg is a hit (cached searches/s);
 * ``uncached``  the zipf workload again with the cache switched off (baseline; pass --phases to skip).
 
 Only 127.0.0.1 is contacted; every loop is bounded in count and in time.
@@ -126,7 +126,7 @@ async def _run_phase(
     import orjson
 
     route_days: list[list[Any]] = cfg["route_days"]
-    warmup, duration = cfg["warmup_s"], cfg["duration_s"]
+    warmup, duration = cfg["phase_times"][phase]
     loop = asyncio.get_running_loop()
     start = loop.time()
     measure_from, stop_at = start + warmup, start + warmup + duration
@@ -143,6 +143,7 @@ async def _run_phase(
                 return
             path = hot[rng.randrange(len(hot))] if phase == "hot" else query(zipf.draw())
             t0 = loop.time()
+            searched[0] += 1
             try:
                 async with session.get(path, headers=headers) as resp:
                     await resp.read()
@@ -154,15 +155,18 @@ async def _run_phase(
                 latencies.append(t1 - t0)
                 statuses[status] = statuses.get(status, 0) + 1
 
+    searched = [0]
+
     async def hold_trickle() -> None:
-        rate = cfg["hold_rate"]
-        if phase == "hot" or rate <= 0:
+        """One hold per ``look_to_book`` searches, one at a time, beside the searchers."""
+        ratio = cfg["look_to_book"]
+        if phase == "hot" or ratio <= 0:
             return
         for n in range(1, 10_000_000):
-            due = start + (n - 1) / rate
-            if due >= stop_at:
-                return
-            await asyncio.sleep(max(0.0, due - loop.time()))
+            while searched[0] < n * ratio:
+                if loop.time() >= stop_at:
+                    return
+                await asyncio.sleep(0.01)
             flights = route_days[zipf.draw()][3]
             body = orjson.dumps(
                 {
@@ -243,6 +247,9 @@ def cache_counts() -> dict[str, float]:
     for result in ("hit", "miss", "error"):
         v = REGISTRY.get_sample_value("skybook_cache_requests_total", {"cache": "search", "result": result})
         counts[result] = v or 0.0
+    for result in ("hit", "miss"):
+        v = REGISTRY.get_sample_value("skybook_cache_seconds_sum", {"cache": "search", "result": result})
+        counts[f"{result}_seconds"] = v or 0.0
     counts["invalidated_tags"] = (
         REGISTRY.get_sample_value("skybook_cache_invalidations_total", {"cache": "search"}) or 0.0
     )
@@ -298,8 +305,9 @@ async def serve_and_drive(args: argparse.Namespace, cfg: dict[str, Any], workdir
     phases: dict[str, Any] = {}
     current: str | None = None
     before: dict[str, float] = {}
+    cpu0 = time.process_time()
     result: dict[str, Any] = {}
-    limit = time.monotonic() + len(cfg["phases"]) * (cfg["warmup_s"] + cfg["duration_s"] + 60) + 120
+    limit = time.monotonic() + sum(w + d + 60 for w, d in cfg["phase_times"].values()) + 120
     try:
         while time.monotonic() < limit:
             raw = await asyncio.wait_for(proc.stdout.readline(), timeout=max(1.0, limit - time.monotonic()))
@@ -313,13 +321,23 @@ async def serve_and_drive(args: argparse.Namespace, cfg: dict[str, Any], workdir
                 await proc.stdin.drain()
             elif line == "MEASURE_START":
                 before = cache_counts()
+                cpu0 = time.process_time()
             elif line == "MEASURE_END" and current is not None:
                 after = cache_counts()
                 delta = {k: after[k] - before[k] for k in after}
+                cpu = time.process_time() - cpu0
                 lookups = delta["hit"] + delta["miss"] + delta["error"]
                 phases[current] = {
-                    "cache": {k: int(v) for k, v in delta.items()},
+                    "cache": {k: int(v) for k, v in delta.items() if not k.endswith("_seconds")},
                     "hit_ratio": round(delta["hit"] / lookups, 4) if lookups else None,
+                    # Time inside the cache layer per leg look-up, as the server measured it.
+                    "server_cpu_s": round(cpu, 2),
+                    "server_mean_hit_ms": round(1000 * delta["hit_seconds"] / delta["hit"], 3)
+                    if delta["hit"]
+                    else None,
+                    "server_mean_miss_ms": round(1000 * delta["miss_seconds"] / delta["miss"], 3)
+                    if delta["miss"]
+                    else None,
                 }
             elif line.startswith("RESULT "):
                 result = json.loads(line[len("RESULT ") :])
@@ -334,7 +352,11 @@ async def serve_and_drive(args: argparse.Namespace, cfg: dict[str, Any], workdir
     if proc.returncode:
         raise SystemExit(f"load generator exited with {proc.returncode}")
     for name, res in result.items():
-        phases.setdefault(name, {}).update(res)
+        phase = phases.setdefault(name, {})
+        phase.update(res)
+        if phase.get("searches") and "server_cpu_s" in phase:
+            # The app's CPU per search (holds and dispatch included): what the machine's load cannot skew.
+            phase["server_cpu_ms_per_search"] = round(1000 * phase["server_cpu_s"] / phase["searches"], 2)
     return phases
 
 
@@ -344,11 +366,14 @@ def main() -> None:
     ap.add_argument("--database-url", default="postgresql+asyncpg://root@127.0.0.1:5432/skybook_bench_search")
     ap.add_argument("--admin-database", default="postgres")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
-    ap.add_argument("--duration", type=int, default=20, help="Measured seconds per phase.")
-    ap.add_argument("--warmup", type=int, default=10, help="Unmeasured seconds before each phase.")
-    ap.add_argument("--clients", type=int, default=32, help="Concurrent searching clients (closed loop).")
+    ap.add_argument("--duration", type=int, default=60, help="Measured seconds of the zipf phase.")
+    ap.add_argument("--warmup", type=int, default=90, help="Unmeasured seconds before the zipf phase (cache warm-up).")
+    ap.add_argument("--short-duration", type=int, default=20, help="Measured seconds of the hot and uncached phases.")
+    ap.add_argument("--clients", type=int, default=16, help="Concurrent searching clients (closed loop).")
     ap.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent over the route-days.")
-    ap.add_argument("--hold-rate", type=float, default=5.0, help="Background holds per second (zipf phase).")
+    ap.add_argument(
+        "--look-to-book", type=int, default=30, help="Searches per background hold (zipf and uncached phases)."
+    )
     ap.add_argument("--ttl", type=float, default=None, help="SKYBOOK_CACHE_TTL_SECONDS (default: the setting's).")
     ap.add_argument("--seed-days", type=int, default=14)
     ap.add_argument("--phases", default="zipf,hot,uncached")
@@ -403,9 +428,12 @@ def main() -> None:
         "route_days": days,
         "zipf_s": args.zipf,
         "clients": args.clients,
-        "hold_rate": args.hold_rate,
-        "warmup_s": args.warmup,
-        "duration_s": args.duration,
+        "look_to_book": args.look_to_book,
+        "phase_times": {
+            "zipf": (args.warmup, args.duration),
+            "hot": (5, args.short_duration),
+            "uncached": (5, args.short_duration),
+        },
         "request_timeout_s": args.request_timeout,
         "emails": emails,
         "password": password.group(1),
@@ -423,8 +451,11 @@ def main() -> None:
         asyncio.run(drop_prefix(args.redis_url, prefix))
 
     distinct_queries = len(days) * len(PARTIES) * len(CABINS)
+    distinct_legs = len(days) * len(CABINS)
+    load = os.getloadavg()
     report: dict[str, Any] = {
         "benchmark": "search",
+        "load_average_at_end": [round(x, 2) for x in load],
         "settings": {
             "database_url": args.database_url,
             "redis_url": args.redis_url,
@@ -432,17 +463,19 @@ def main() -> None:
             "cache_ttl_seconds": settings.cache_ttl_seconds,
             "cache_ttl_jitter": settings.cache_ttl_jitter,
             "clients": args.clients,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
+            "zipf_warmup_s": args.warmup,
+            "zipf_duration_s": args.duration,
+            "hot_and_uncached_duration_s": args.short_duration,
             "load_generator": "aiohttp (separate process, keep-alive, uvloop)",
         },
         "workload": {
             "route_days": len(days),
             "distinct_queries": distinct_queries,
+            "distinct_cached_legs": distinct_legs,
             "zipf_s_over_route_days": args.zipf,
             "party_mix": {f"{a}A{c}C{i}I": w for (a, c, i), w in PARTIES},
             "cabin_mix": dict(CABINS),
-            "background_holds_per_second": args.hold_rate,
+            "searches_per_hold": args.look_to_book,
             "hot_queries": HOT_QUERIES,
         },
         "git": bb.git_commit(),
@@ -456,6 +489,7 @@ def main() -> None:
         "searches_per_second_zipf": zipf_phase.get("searches_per_second"),
         "cached_searches_per_second_hot": phases.get("hot", {}).get("searches_per_second"),
         "uncached_searches_per_second": phases.get("uncached", {}).get("searches_per_second"),
+        "server_cpu_ms_per_search": {p: r.get("server_cpu_ms_per_search") for p, r in phases.items()},
         "holds_during_zipf": zipf_phase.get("holds_during_measurement"),
         "invalidated_route_days_during_zipf": zipf_phase.get("cache", {}).get("invalidated_tags"),
     }
