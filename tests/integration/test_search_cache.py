@@ -11,7 +11,7 @@ import asyncio
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 
 import skybook.search.queries as search_queries
 from skybook.bootstrap import Container
-from skybook.platform.cache import CacheStore, MemoryStore, ReadThroughCache, RedisStore
+from skybook.platform.cache import CacheStore, CacheUnavailable, MemoryStore, ReadThroughCache, RedisStore
 from tests.conftest import Network, _unavailable
 
 REDIS_URL = os.environ.get("SKYBOOK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -38,7 +38,8 @@ async def _redis_store(prefix: str) -> RedisStore:
         _unavailable("Redis", err)
     finally:
         await probe.aclose()
-    return RedisStore(REDIS_URL, prefix=prefix, timeout_ms=1000)
+    # Generous timeout: on a busy CI machine a slow connect must not look like an outage here.
+    return RedisStore(REDIS_URL, prefix=prefix, timeout_ms=5000)
 
 
 async def _drop_keys(prefix: str) -> None:
@@ -283,3 +284,35 @@ async def test_a_cached_leg_never_offers_a_flight_that_has_departed(cached: Cont
     assert (await _search(network.client, day)).json()["page_info"]["total"] == 1
     network.clock.advance(timedelta(minutes=10))  # no event says so: the leg is still cached
     assert (await _search(network.client, day)).json()["page_info"]["total"] == 0
+
+
+class _FlakyStore(MemoryStore):
+    """A memory store whose next ``failures`` bumps fail as an unreachable Redis would."""
+
+    failures = 0
+
+    async def bump(self, tags: Sequence[str]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise CacheUnavailable("down")
+        await super().bump(tags)
+
+
+async def test_an_invalidation_lost_to_an_outage_drops_everything_once_the_store_answers() -> None:
+    store = _FlakyStore()
+    cache = ReadThroughCache(store, ttl_seconds=60, jitter=0.0)
+    version = [1]
+
+    async def compute() -> bytes:
+        return str(version[0]).encode()
+
+    assert await cache.get_or_compute("test", "a", ["route:A"], compute) == b"1"
+    assert await cache.get_or_compute("test", "b", ["route:B"], compute) == b"1"
+    version[0] = 2
+    store.failures = 1
+    with pytest.raises(CacheUnavailable):  # the consumer fails, so its event is delivered again
+        await cache.invalidate("test", ["route:A"])
+    await cache.invalidate("test", ["route:C"])  # the store answers again: an unrelated bump
+    # Not only route:A but everything is recomputed, whatever the retried event will name.
+    assert await cache.get_or_compute("test", "a", ["route:A"], compute) == b"2"
+    assert await cache.get_or_compute("test", "b", ["route:B"], compute) == b"2"

@@ -141,6 +141,8 @@ class NullStore:
 # 0, a value stored at generation 0 would become valid again. A day is far above any value TTL.
 TAG_TTL_SECONDS = 86_400
 FAILURES_BEFORE_BYPASS = 3
+ALL_TAG = "*"
+"""Implicitly on every cached value: bumping it invalidates everything."""
 
 
 class RedisStore:
@@ -255,6 +257,9 @@ class ReadThroughCache:
         self._wait_ms = wait_ms
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        # Set when an invalidation could not reach the store: once it answers again everything is
+        # dropped (the ALL tag), since values written before the outage may have missed it.
+        self._flush_pending = False
 
     @property
     def enabled(self) -> bool:
@@ -270,6 +275,7 @@ class ReadThroughCache:
         """The cached bytes of ``key`` if still valid for ``tags``, else ``compute()`` (once per key)."""
         if not self.enabled:
             return await compute()
+        tags = [*tags, ALL_TAG]
         started = time.perf_counter()
         try:
             raw, gens = await self.store.fetch(key, tags)
@@ -343,10 +349,21 @@ class ReadThroughCache:
 
     async def invalidate(self, cache: str, tags: Sequence[str]) -> None:
         """Bump every tag; raises CacheUnavailable so an event consumer is retried."""
+        if self._flush_pending:
+            tags = [*tags, ALL_TAG]
         if not tags:
             return
-        await self.store.bump(tags)
+        try:
+            await self.store.bump(tags)
+        except CacheUnavailable:
+            self._flush_pending = True
+            raise
+        self._flush_pending = False
         CACHE_INVALIDATIONS.labels(cache).inc(len(tags))
+
+    async def invalidate_all(self, cache: str) -> None:
+        """Make every cached value stale at once."""
+        await self.invalidate(cache, [ALL_TAG])
 
     async def close(self) -> None:
         await self.store.close()

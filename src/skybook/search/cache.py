@@ -5,10 +5,10 @@ cabin) with their seat counts, under a versioned key built from exactly those no
 fields. Every search over that route-day and cabin - any party size, page, or the outbound or
 return half of a round trip - reuses it; the party, the clock and paging are applied per request.
 
-Each leg carries two tags: its route-day and the whole network. A cached leg records the tags'
-generations, so an ``inventory.changed`` event for a flight bumps its route-day and every cached
-leg of that route-day is stale at once, in O(1); a schedule import (which names no flight) bumps
-the network tag. The TTL only bounds what a lost event could cost.
+Each leg is tagged with its route-day. A cached leg records the tag's generation, so an
+``inventory.changed`` event for a flight bumps its route-day and every cached leg of that
+route-day is stale at once, in O(1); a schedule import (which names no flight) drops everything.
+The TTL only bounds what a lost event could cost.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ CACHE_NAME = "search"
 KEY_VERSION = 1
 """Part of every key: bump it when the cached leg changes shape, so old values are never read."""
 
-NETWORK_TAG = "network"
 INVALIDATING_EVENTS = frozenset({"inventory.changed", "flight.scheduled", "flight.cancelled", "schedule.imported"})
 
 
@@ -68,7 +67,7 @@ class SearchSources:
             async with self._engine.connect() as conn:
                 return orjson.dumps(await queries.load_leg(conn, origin, destination, day, cabin))
 
-        tags = [route_tag(origin, destination, day), NETWORK_TAG]
+        tags = [route_tag(origin, destination, day)]
         body = await self.cache.get_or_compute(CACHE_NAME, leg_key(origin, destination, day, cabin), tags, compute)
         leg: queries.Leg = orjson.loads(body)
         return leg
@@ -85,14 +84,15 @@ class SearchCacheInvalidator:
 
     async def __call__(self, event: Event, uow: UnitOfWork) -> None:
         if event.type == "schedule.imported":
-            tags = [NETWORK_TAG]  # names no flight; imports are rare, so start every leg afresh
-        else:
-            ids = event.data.get("flight_ids") or [event.data["flight_id"]]
-            f = inventory.flights.c
-            rows = await uow.conn.execute(
-                sa.select(f.origin, f.destination, f.departure_date).where(f.id.in_([uuid.UUID(str(i)) for i in ids]))
-            )
-            tags = sorted({route_tag(r.origin, r.destination, r.departure_date) for r in rows})
+            # Names no flight; imports are rare, so every leg starts afresh.
+            await self._cache.invalidate_all(CACHE_NAME)
+            return
+        ids = event.data.get("flight_ids") or [event.data["flight_id"]]
+        f = inventory.flights.c
+        rows = await uow.conn.execute(
+            sa.select(f.origin, f.destination, f.departure_date).where(f.id.in_([uuid.UUID(str(i)) for i in ids]))
+        )
+        tags = sorted({route_tag(r.origin, r.destination, r.departure_date) for r in rows})
         # A Redis failure raises here: the transaction (and its inbox claim) rolls back and the
         # event is delivered again, so the invalidation is retried rather than lost.
         await self._cache.invalidate(CACHE_NAME, tags)
