@@ -146,8 +146,10 @@ async def test_after_a_hold_and_its_event_a_search_never_shows_more_seats_than_t
     assert (await network.hold(flight["id"], "Q", adults=2)).status_code == 201
     await cached.dispatcher.drain()  # the inventory.changed event is handled
 
+    hits = _metric("hit")
     after = (await _search(network.client, day)).json()
     assert after["items"][0]["seats_left"] == 3 == await _class_seats(network, flight["id"], "Q")
+    assert _metric("hit") == hits + 1  # the consumer already recomputed the leg (refresh-ahead)
 
     # Sell Q out: the offer moves to the next class, exactly as a fresh database read says.
     assert (await network.hold(flight["id"], "Q", adults=3)).status_code == 201

@@ -47,6 +47,9 @@ CACHE_SECONDS = Histogram(
 CACHE_INVALIDATIONS = Counter(
     "skybook_cache_invalidations", "Tags bumped (each invalidates every value that depends on it).", ["cache"]
 )
+CACHE_REFRESHES = Counter(
+    "skybook_cache_refreshes", "Values recomputed right after their invalidation, off the request path.", ["cache"]
+)
 CACHE_BACKEND_ERRORS = Counter("skybook_cache_backend_errors", "Cache backend failures by operation.", ["op"])
 
 
@@ -347,6 +350,26 @@ class ReadThroughCache:
                     return body
         return None
 
+    async def refresh(self, key: str, tags: Sequence[str], compute: Callable[[], Awaitable[bytes]]) -> bool:
+        """Recompute a value that is cached (stale or not) under the tags' current generations.
+
+        Called right after an invalidation, it moves the recomputation off the request path; a
+        key nobody has cached is left alone. Best effort: False if nothing was stored.
+        """
+        if not self.enabled:
+            return False
+        tags = [*tags, ALL_TAG]
+        try:
+            raw, gens = await self.store.fetch(key, tags)
+            if raw is None:
+                return False
+            body = await compute()  # reads the database after the bump: consistent with ``gens``
+            await self.store.store(key, _encode(gens, body), self.ttl())
+        except CacheUnavailable:
+            return False
+        CACHE_REFRESHES.labels(self._name_of(key)).inc()
+        return True
+
     async def invalidate(self, cache: str, tags: Sequence[str]) -> None:
         """Bump every tag; raises CacheUnavailable so an event consumer is retried."""
         if self._flush_pending:
@@ -367,6 +390,10 @@ class ReadThroughCache:
 
     async def close(self) -> None:
         await self.store.close()
+
+    @staticmethod
+    def _name_of(key: str) -> str:
+        return key.split(":", 1)[0]
 
     @staticmethod
     def _observe(cache: str, result: str, started: float) -> None:

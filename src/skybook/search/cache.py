@@ -31,6 +31,7 @@ CACHE_NAME = "search"
 KEY_VERSION = 1
 """Part of every key: bump it when the cached leg changes shape, so old values are never read."""
 
+CABINS = ("F", "J", "W", "Y")
 INVALIDATING_EVENTS = frozenset({"inventory.changed", "flight.scheduled", "flight.cancelled", "schedule.imported"})
 
 
@@ -92,7 +93,18 @@ class SearchCacheInvalidator:
         rows = await uow.conn.execute(
             sa.select(f.origin, f.destination, f.departure_date).where(f.id.in_([uuid.UUID(str(i)) for i in ids]))
         )
-        tags = sorted({route_tag(r.origin, r.destination, r.departure_date) for r in rows})
+        route_days = sorted({(r.origin, r.destination, r.departure_date) for r in rows})
         # A Redis failure raises here: the transaction (and its inbox claim) rolls back and the
         # event is delivered again, so the invalidation is retried rather than lost.
-        await self._cache.invalidate(CACHE_NAME, tags)
+        await self._cache.invalidate(CACHE_NAME, [route_tag(*rd) for rd in route_days])
+        # Refresh-ahead: recompute the legs somebody had cached, now, once, here - instead of in
+        # the next search of each. Read after the bump, so a later change still invalidates them.
+        for origin, destination, day in route_days:
+            for cabin in CABINS:
+
+                async def compute(o: str = origin, d: str = destination, dd: date = day, c: str = cabin) -> bytes:
+                    return orjson.dumps(await queries.load_leg(uow.conn, o, d, dd, c))
+
+                await self._cache.refresh(
+                    leg_key(origin, destination, day, cabin), [route_tag(origin, destination, day)], compute
+                )
