@@ -10,7 +10,7 @@ PORT ?= 8000
 
 export SKYBOOK_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: help install run test check lint typecheck imports scan lock bench bench-booking cluster cluster-stop cluster-status audit scorecard clean
+.PHONY: help install run test check lint typecheck imports scan lock bench bench-booking bench-search cluster cluster-stop cluster-status audit scorecard clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -60,7 +60,10 @@ lock:  ## Recompile requirements.lock from pyproject.toml (names, versions, hash
 bench-booking: install  ## Booking benchmark on PostgreSQL (see docs/benchmarks.md)
 	$(BIN)/python bench/booking.py
 
-bench: bench-booking  ## All benchmarks
+bench-search: install  ## Search-cache benchmark on PostgreSQL + Redis (see docs/benchmarks.md)
+	$(BIN)/python bench/search.py
+
+bench: bench-booking bench-search  ## All benchmarks
 
 cluster: install  ## Scaled-out Skybook on loopback: nginx :8080 -> 2 APIs, relay, 2 workers (deploy/cluster)
 	PYTHON=$(BIN)/python deploy/cluster/cluster.sh start

@@ -13,11 +13,13 @@ from skybook.identity import Authenticator, KeyRing, Passwords, TokenService
 from skybook.notifications import EmlWriter, SmtpSender, SmtpServer
 from skybook.notifications.webhooks import WebhookFanout
 from skybook.payments import PaymentProvider, SandboxPaymentProvider
+from skybook.platform.cache import CacheStore, MemoryStore, NullStore, ReadThroughCache, RedisStore
 from skybook.platform.clock import Clock, SystemClock
 from skybook.platform.db import create_engine, is_sqlite
 from skybook.platform.dispatcher import Consumer, InProcessDispatcher
 from skybook.platform.ratelimit import RateLimiter, limiter_uri
 from skybook.platform.uow import UnitOfWork
+from skybook.search.cache import SearchCacheInvalidator, SearchSources
 from skybook.settings import Settings
 
 
@@ -35,6 +37,8 @@ class Container:
     tokens: TokenService = field(init=False)
     limiter: RateLimiter = field(init=False)
     authenticator: Authenticator = field(init=False)
+    search_cache: ReadThroughCache = field(init=False)
+    search_sources: SearchSources = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -47,6 +51,14 @@ class Container:
         )
         self.limiter = RateLimiter(limiter_uri(s.redis_url))
         self.authenticator = Authenticator(self.engine, self.tokens, self.clock)
+        self.search_cache = ReadThroughCache(
+            self._cache_store(),
+            ttl_seconds=s.cache_ttl_seconds,
+            jitter=s.cache_ttl_jitter,
+            lock_ms=s.cache_lock_ms,
+            wait_ms=s.cache_wait_ms,
+        )
+        self.search_sources = SearchSources(self.search_cache, self.engine)
         self.dispatcher = InProcessDispatcher(self.uow, self.clock, self.consumers())
 
     def consumers(self) -> list[Consumer]:
@@ -59,10 +71,12 @@ class Container:
             mail = EmlWriter(s.mail_dir, s.mail_from)
         tickets = TicketIssuer(self)
         webhooks = WebhookFanout(self.clock)
+        invalidator = SearchCacheInvalidator(self.search_cache)
         return [
             Consumer(tickets.name, tickets.event_types, tickets, transport="tasks"),
             Consumer(mail.name, mail.event_types, mail, transport="tasks"),
             Consumer(webhooks.name, webhooks.event_types, webhooks, transport="tasks"),
+            Consumer(invalidator.name, invalidator.event_types, invalidator, transport="stream"),
         ]
 
     async def let_consumers_run(self, seconds: float) -> None:
@@ -78,6 +92,23 @@ class Container:
                 pass
         if seconds > 0:
             await asyncio.sleep(seconds)
+
+    def _cache_store(self) -> CacheStore:
+        s = self.settings
+        if s.redis_url:
+            return RedisStore(
+                s.redis_url,
+                prefix=s.cache_key_prefix,
+                timeout_ms=s.cache_redis_timeout_ms,
+                retry_seconds=s.cache_retry_seconds,
+            )
+        if s.run_workers:
+            # Embedded default: this process's dispatcher handles inventory.changed, so it can
+            # invalidate its own memory.
+            return MemoryStore(s.cache_max_entries)
+        # Events are handled by other processes that cannot reach this memory: caching here
+        # would serve stale seat counts until the TTL, so do not cache at all.
+        return NullStore()
 
     def uow(self) -> UnitOfWork:
         """A new unit of work (one transaction)."""

@@ -39,6 +39,35 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis URL (redis://host:6379/0); rate limits are shared through it. Empty: in memory."
     )
+    cache_ttl_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=3600,
+        description="Lifetime of cached search results; inventory changes invalidate them sooner. 0 turns the "
+        "cache off.",
+    )
+    cache_ttl_jitter: float = Field(
+        0.1, ge=0, le=0.5, description="Cached values live ttl x (1 +/- jitter), drawn at random per value."
+    )
+    cache_key_prefix: str = Field(
+        "skybook", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Prefix of every cache key in Redis."
+    )
+    cache_lock_ms: int = Field(
+        2000, ge=10, le=60_000, description="Lifetime of the cross-process lock of one recomputation (Redis)."
+    )
+    cache_wait_ms: int = Field(
+        200, ge=0, le=10_000, description="How long a request waits for another process's recomputation."
+    )
+    cache_redis_timeout_ms: int = Field(
+        500, ge=10, le=10_000, description="Connect/read timeout of cache calls to Redis; slower counts as down."
+    )
+    cache_retry_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="After 3 Redis failures in a row the cache is bypassed this long, then tried again.",
+    )
+    cache_max_entries: int = Field(10_000, ge=1, description="Most values of the in-memory cache (no Redis).")
     signing_keys: str = Field(
         "",
         description="JWT signing keys as kid=secret pairs separated by commas, the active key first; retired "

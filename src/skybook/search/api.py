@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from skybook.platform.deps import ContainerDep, ReadConn, SearchPrincipal
+from skybook.platform.deps import ContainerDep, SearchPrincipal
 from skybook.platform.http import error_responses
 from skybook.platform.schemas import PageInfo
 from skybook.search.queries import search
@@ -24,8 +24,19 @@ router = APIRouter(prefix="/v1")
     responses=error_responses(403, 422),
 )
 async def search_offers(
-    _principal: SearchPrincipal, query: Annotated[SearchQuery, Query()], conn: ReadConn, container: ContainerDep
+    _principal: SearchPrincipal, query: Annotated[SearchQuery, Query()], container: ContainerDep
 ) -> OfferPage:
-    """Priced offers for a one-way or round trip, sorted by departure; hold one with its segments."""
-    offers, total = await search(conn, query, now=container.clock.now(), max_passengers=container.max_passengers)
+    """Priced offers for a one-way or round trip, sorted by departure; hold one with its segments.
+
+    Seat counts may come from the search cache, as of the last inventory change it has been told
+    about; a hold always checks the inventory itself.
+    """
+    sources = container.search_sources
+    offers, total = await search(
+        query,
+        zones=sources.zones,
+        legs=sources.leg,
+        now=container.clock.now(),
+        max_passengers=container.max_passengers,
+    )
     return OfferPage(items=offers, page_info=PageInfo(page=query.page, page_size=query.page_size, total=total))

@@ -1,7 +1,14 @@
-"""Flight search over the inventory tables: direct flights, one-way and round trip."""
+"""Flight search over the inventory tables: direct flights, one-way and round trip.
+
+A search is assembled from *legs*: every fare row of one (origin, destination, local date,
+cabin). A leg does not depend on the party, the page or the clock, so it is what the search
+cache keeps (see ``skybook.search.cache``); the party's seat count, the departure-time cut-off,
+the cheapest class per flight, prices, sorting and paging are applied per request.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,7 +27,7 @@ bc = inventory.booking_classes.c
 cab = inventory.flight_cabins.c
 ap = inventory.airports.c
 
-_options_stmt = (
+_leg_stmt = (
     sa.select(
         f.id,
         f.carrier,
@@ -43,88 +50,109 @@ _options_stmt = (
         f.destination == sa.bindparam("destination"),
         f.departure_date == sa.bindparam("day"),
         f.status == "scheduled",
-        f.departure_at > sa.bindparam("now", type_=f.departure_at.type),
         cab.cabin_code == sa.bindparam("cabin"),
         bc.is_open.is_(True),
-        bc.seat_limit - bc.held - bc.sold >= sa.bindparam("seats"),
-        cab.capacity + cab.overbooking_limit - cab.held - cab.sold >= sa.bindparam("seats"),
     )
+    .order_by(f.departure_at, f.id, bc.code)
 )
+
+Leg = list[dict[str, Any]]
+"""The open fare rows of one route, local date and cabin, JSON-ready (ids and times as strings)."""
+
+
+async def load_leg(conn: AsyncConnection, origin: str, destination: str, day: date, cabin: str) -> Leg:
+    """Read one leg from the database (what a cache miss costs)."""
+    rows = await conn.execute(_leg_stmt, {"origin": origin, "destination": destination, "day": day, "cabin": cabin})
+    return [
+        {
+            "flight_id": str(r.id),
+            "designator": f"{r.carrier}{r.flight_number}",
+            "origin": r.origin,
+            "destination": r.destination,
+            "departure_at": r.departure_at.isoformat(),
+            "arrival_at": r.arrival_at.isoformat(),
+            "aircraft": r.aircraft_code,
+            "code": r.code,
+            "fare_amount": r.fare_amount,
+            "currency": r.currency,
+            "seats_left": min(r.class_left, r.cabin_left),
+        }
+        for r in rows
+    ]
+
+
+async def load_zones(conn: AsyncConnection, iatas: Sequence[str]) -> dict[str, str]:
+    """Time zones of the given airports that exist."""
+    return dict((await conn.execute(sa.select(ap.iata, ap.time_zone).where(ap.iata.in_(list(iatas))))).all())
+
+
+ZoneSource = Callable[[Sequence[str]], Awaitable[dict[str, str]]]
+LegSource = Callable[[str, str, date, str], Awaitable[Leg]]
+
+
+def direct(conn: AsyncConnection) -> tuple[ZoneSource, LegSource]:
+    """Sources reading straight from the database (no cache)."""
+    return (lambda iatas: load_zones(conn, iatas)), (lambda o, d, day, cabin: load_leg(conn, o, d, day, cabin))
 
 
 async def search(
-    conn: AsyncConnection, q: SearchQuery, *, now: datetime, max_passengers: int
+    q: SearchQuery, *, zones: ZoneSource, legs: LegSource, now: datetime, max_passengers: int
 ) -> tuple[list[Offer], int]:
     """Offers for the query, sorted by departure, with the total number of offers."""
     party = PartySize(q.adults, q.children, q.infants)
     party.check(max_passengers=max_passengers)
     if q.origin == q.destination:
         raise InvalidRequest("origin and destination must differ")
-    zones = dict(
-        (await conn.execute(sa.select(ap.iata, ap.time_zone).where(ap.iata.in_([q.origin, q.destination])))).all()
-    )
-    missing = [c for c in (q.origin, q.destination) if c not in zones]
+    known = await zones([q.origin, q.destination])
+    missing = [c for c in (q.origin, q.destination) if c not in known]
     if missing:
         raise UnknownAirport(f"unknown airport: {', '.join(missing)}", airports=missing)
-    if q.departure_date < now.astimezone(ZoneInfo(zones[q.origin])).date():
+    if q.departure_date < now.astimezone(ZoneInfo(known[q.origin])).date():
         raise DateInPast("departure_date is in the past")
     if q.return_date is not None and q.return_date < q.departure_date:
         raise InvalidRequest("return_date is before departure_date")
 
-    outbound = await _options(conn, q.origin, q.destination, q.departure_date, q.cabin, party, now, zones)
+    outbound = _options(await legs(q.origin, q.destination, q.departure_date, q.cabin), q.cabin, party, now, known)
     if q.return_date is None:
         offers = [_offer([o], party) for o in outbound]
     else:
-        inbound = await _options(conn, q.destination, q.origin, q.return_date, q.cabin, party, now, zones)
+        back = await legs(q.destination, q.origin, q.return_date, q.cabin)
+        inbound = _options(back, q.cabin, party, now, known)
         offers = [_offer([o, i], party) for o in outbound for i in inbound if i.departure_at > o.arrival_at]
     offers.sort(key=lambda o: ([s.departure_at for s in o.segments], o.total.amount))
     start = (q.page - 1) * q.page_size
     return offers[start : start + q.page_size], len(offers)
 
 
-async def _options(
-    conn: AsyncConnection,
-    origin: str,
-    destination: str,
-    day: date,
-    cabin: str,
-    party: PartySize,
-    now: datetime,
-    zones: dict[str, str],
-) -> list[OfferSegment]:
-    rows = await conn.execute(
-        _options_stmt,
-        {
-            "origin": origin,
-            "destination": destination,
-            "day": day,
-            "now": now,
-            "cabin": cabin,
-            "seats": party.seats,
-        },
-    )
-    cheapest: dict[Any, Any] = {}
-    for r in rows:
-        best = cheapest.get(r.id)
-        if best is None or (r.fare_amount, r.code) < (best.fare_amount, best.code):
-            cheapest[r.id] = r
+def _options(leg: Leg, cabin: str, party: PartySize, now: datetime, zones: dict[str, str]) -> list[OfferSegment]:
+    """The cheapest class with room for the party on every flight of the leg not yet departed."""
+    cheapest: dict[str, tuple[dict[str, Any], datetime, datetime]] = {}
+    for r in leg:
+        if r["seats_left"] < party.seats:
+            continue
+        departure_at = datetime.fromisoformat(r["departure_at"])
+        if departure_at <= now:
+            continue
+        best = cheapest.get(r["flight_id"])
+        if best is None or (r["fare_amount"], r["code"]) < (best[0]["fare_amount"], best[0]["code"]):
+            cheapest[r["flight_id"]] = (r, departure_at, datetime.fromisoformat(r["arrival_at"]))
     return [
         OfferSegment(
-            flight_id=r.id,
-            designator=f"{r.carrier}{r.flight_number}",
-            origin=r.origin,
-            destination=r.destination,
-            departure_at=r.departure_at,
-            arrival_at=r.arrival_at,
-            departure_local=r.departure_at.astimezone(ZoneInfo(zones[r.origin])),
-            arrival_local=r.arrival_at.astimezone(ZoneInfo(zones[r.destination])),
-            aircraft=r.aircraft_code,
+            flight_id=r["flight_id"],
+            designator=r["designator"],
+            origin=r["origin"],
+            destination=r["destination"],
+            departure_at=dep,
+            arrival_at=arr,
+            departure_local=dep.astimezone(ZoneInfo(zones[r["origin"]])),
+            arrival_local=arr.astimezone(ZoneInfo(zones[r["destination"]])),
+            aircraft=r["aircraft"],
             cabin=cabin,
-            booking_class=r.code,
-            fare=Money(amount=r.fare_amount, currency=r.currency),
-            seats_left=min(r.class_left, r.cabin_left),
+            booking_class=r["code"],
+            fare=Money(amount=r["fare_amount"], currency=r["currency"]),
+            seats_left=r["seats_left"],
         )
-        for r in cheapest.values()
+        for r, dep, arr in cheapest.values()
     ]
 
 
