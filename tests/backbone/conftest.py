@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -81,15 +82,19 @@ async def prefix(rabbitmq: str) -> AsyncIterator[str]:
     """A broker prefix of this test alone; its exchange and queues are deleted afterwards."""
     import aio_pika
 
+    from skybook.bootstrap import bootstrap
+    from skybook.platform.messaging import Names
+    from skybook.platform.messaging.rabbitmq import delete_topology
+    from skybook.settings import Settings
+
     name = f"bbt{uuid.uuid4().hex[:10]}"
     yield name
+    container = bootstrap(Settings(_env_file=None, data_dir=Path(tempfile.gettempdir())))  # type: ignore[call-arg]
+    consumers = container.consumers() + recorder.consumers()
+    await container.engine.dispose()
     connection = await aio_pika.connect(rabbitmq, timeout=5)
     try:
-        channel = await connection.channel()
-        for consumer in (recorder.TASKS, recorder.STREAM):
-            for queue in [f"{name}.{consumer}"] + [f"{name}.{consumer}.retry.{n}" for n in range(1, 10)]:
-                await channel.queue_delete(queue)
-        await channel.exchange_delete(f"{name}.tasks")
+        await delete_topology(await connection.channel(), Names(name), consumers, max_attempts=10)
     finally:
         await connection.close()
 

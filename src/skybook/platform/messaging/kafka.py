@@ -112,4 +112,6 @@ def consumer_config(bootstrap_servers: str, group: str) -> dict[str, Any]:
         "heartbeat.interval.ms": 1000,
         # Topics appear when their first event is published; look for them often.
         "topic.metadata.refresh.interval.ms": 2000,
+        # Hand records over as soon as there are any.
+        "fetch.wait.max.ms": 100,
     }

@@ -105,3 +105,14 @@ class RabbitPublisher:
                 await connection.close()
             except Exception:  # closing a broken connection may fail; it is gone either way
                 log.debug("closing rabbitmq connection failed", exc_info=True)
+
+
+async def delete_topology(
+    channel: AbstractChannel, names: Names, consumers: Iterable[Consumer], max_attempts: int
+) -> None:
+    """Delete the exchange and every queue of these consumers, retry queues included (tests, benchmarks)."""
+    for consumer in task_consumers(consumers):
+        await channel.queue_delete(names.queue(consumer.name))
+        for attempt in range(1, max_attempts):
+            await channel.queue_delete(names.retry_queue(consumer.name, attempt))
+    await channel.exchange_delete(names.exchange)

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -284,7 +285,7 @@ class Worker:
         try:
             client.subscribe(topics)
             while not self._stop.is_set():
-                msgs = await asyncio.to_thread(client.consume, self._options.prefetch, 0.2)
+                msgs = await asyncio.to_thread(_take, client, self._options.prefetch)
                 good = []
                 for m in msgs:
                     err = m.error()
@@ -338,3 +339,16 @@ def _attempts(headers: object) -> int:
     """Attempts already made at a message, from its header (0 when absent or garbled)."""
     value = headers.get(ATTEMPTS_HEADER, 0) if isinstance(headers, dict) else 0
     return value if isinstance(value, int) else 0
+
+
+def _take(client: Any, most: int) -> list[Any]:
+    """Wait for a first record, then take whatever else is already there (up to ``most``).
+
+    ``consume(n, timeout)`` alone waits until n records arrived or the timeout passed, which
+    would hold every record of a quiet stream back for the whole timeout.
+    """
+    first: list[Any] = client.consume(1, 0.2)
+    if not first or most <= 1:
+        return first
+    more: list[Any] = client.consume(most - 1, 0)
+    return first + more
