@@ -123,3 +123,18 @@ async def claim_inbox(conn: AsyncConnection, *, consumer: str, event: Event) -> 
         insert_ignoring_conflicts(conn, inbox).values(consumer=consumer, event_id=event.id, handled_at=utcnow())
     )
     return bool(result.rowcount)
+
+
+async def claim_inbox_many(conn: AsyncConnection, *, consumer: str, events: Sequence[Event]) -> set[Any]:
+    """Claim several events in one statement; returns the ids that were new (the others were handled)."""
+    from skybook.platform.db import utcnow
+
+    if not events:
+        return set()
+    now = utcnow()
+    result = await conn.execute(
+        insert_ignoring_conflicts(conn, inbox)
+        .values([{"consumer": consumer, "event_id": e.id, "handled_at": now} for e in events])
+        .returning(inbox.c.event_id)
+    )
+    return set(result.scalars())

@@ -31,7 +31,7 @@ from skybook.platform.dispatcher import Consumer
 from skybook.platform.events import Event
 from skybook.platform.messaging import ATTEMPTS_HEADER, Names, decode
 from skybook.platform.messaging.metrics import WORKER_BATCH, WORKER_HANDLED
-from skybook.platform.outbox import claim_inbox, dead_letters
+from skybook.platform.outbox import claim_inbox, claim_inbox_many, dead_letters
 from skybook.platform.uow import UnitOfWork
 
 log = logging.getLogger("skybook.worker")
@@ -69,9 +69,12 @@ class Handling:
         """Handle events in one transaction (all or none)."""
         started = time.perf_counter()
         async with self._uow() as uow:
+            # One statement claims the whole batch; only the events new to the inbox are handled.
+            claimed = await claim_inbox_many(uow.conn, consumer=self.consumer.name, events=events)
             fresh = 0
             for event in events:
-                if await claim_inbox(uow.conn, consumer=self.consumer.name, event=event):
+                if event.id in claimed:
+                    claimed.discard(event.id)  # the same event twice in one batch: handle it once
                     await self.consumer.handle(event, uow)
                     fresh += 1
             await uow.commit()
