@@ -179,7 +179,10 @@ class Worker:
         if not tasks:
             raise RuntimeError("no consumer can run: set SKYBOOK_RABBITMQ_URL and/or SKYBOOK_KAFKA_BOOTSTRAP_SERVERS")
         await self._stop.wait()
-        for task in tasks:
+        # Let each loop finish its batch (Kafka's consume runs in a thread that cannot be cancelled);
+        # whatever is still unacknowledged after that is redelivered to another worker.
+        _done, pending = await asyncio.wait(tasks, timeout=10)
+        for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -191,6 +194,8 @@ class Worker:
                 await loop()
             except asyncio.CancelledError:
                 raise
+            except _Stopping:
+                return
             except Exception as exc:
                 log.warning("consumer %s lost its broker (%s); reconnecting in %.1fs", name, exc, backoff)
             if time.monotonic() - started > 30:
@@ -233,10 +238,14 @@ class Worker:
             while not self._stop.is_set():
                 getter = asyncio.ensure_future(arrived.get())
                 gone = asyncio.ensure_future(closed.wait())
-                await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                stopping = asyncio.ensure_future(self._stop.wait())
+                await asyncio.wait({getter, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 gone.cancel()
+                stopping.cancel()
                 if not getter.done():
                     getter.cancel()
+                    if self._stop.is_set():
+                        return
                     raise ConnectionError("rabbitmq connection closed")
                 batch = [getter.result()]
                 while len(batch) < opts.prefetch and not arrived.empty():
@@ -333,7 +342,7 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=self._options.delay(attempts))
                 if self._stop.is_set():
-                    raise asyncio.CancelledError  # leave it uncommitted: the next worker retries
+                    raise _Stopping  # leave it uncommitted: the next worker retries
                 attempts += 1
                 error = await handling.attempt(event)
 
@@ -355,3 +364,7 @@ def _take(client: Any, most: int) -> list[Any]:
         return first
     more: list[Any] = client.consume(most - 1, 0)
     return first + more
+
+
+class _Stopping(Exception):
+    """The worker stops in the middle of retrying: the record stays uncommitted for the next one."""
