@@ -243,7 +243,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     "SKYBOOK_BROKER_PREFIX": prefix,
                     "SKYBOOK_RELAY_BATCH_SIZE": "500",
                     "SKYBOOK_WORKER_PREFETCH": str(args.prefetch),
-                    "SKYBOOK_LOG_LEVEL": "WARNING",
+                    "SKYBOOK_LOG_LEVEL": "INFO",
                     "SKYBOOK_DATA_DIR": args.log_dir,
                 }
             )
@@ -253,6 +253,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 env["SKYBOOK_RABBITMQ_URL"] = args.rabbitmq_url
                 env["SKYBOOK_EXTRA_CONSUMERS"] = "bench.events:tasks_consumers"
+            async with engine.begin() as conn:
+                # Each broker starts from an empty outbox (the previous run's rows count as sent).
+                await conn.execute(sa.text("UPDATE outbox SET stream_sent_at = now(), tasks_sent_at = now()"))
+                await conn.execute(sa.text("TRUNCATE bench_effects"))
             run = Run(args, engine, transport, env)
             run.start("relay")
             run.start("worker")
