@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         None, description="Kafka bootstrap servers (host:port,...) for the relay and workers; empty: no Kafka."
     )
     rabbitmq_url: str | None = Field(
-        None, description="RabbitMQ URL (amqp://user:password@host:5672/) for the relay and workers; empty: none."
+        None,
+        description="RabbitMQ URL (amqp://user@host:5672/, password included) for the relay and workers; empty: none.",
     )
     broker_prefix: str = Field(
         "skybook",

@@ -70,9 +70,23 @@ async def test_a_row_is_marked_only_after_its_broker_confirmed_and_never_past_a_
     assert len(await pending(container, "tasks_sent_at")) == 5
 
     stream.confirm = None
+    published_before = _sample("skybook_relay_published_total", destination="stream")
     assert await relay.publish_batch(stream) == 3
     assert [e.data["n"] for e in stream.published] == [0, 1, 2, 3, 4]
     assert await pending(container, "stream_sent_at") == []
+
+    # The operator sees it: published counter and per-broker backlog gauges (Prometheus default registry).
+    assert await relay.publish_batch(stream) == 0  # the next (idle) round
+    assert _sample("skybook_relay_published_total", destination="stream") == published_before + 3
+    assert _sample("skybook_outbox_backlog", destination="stream") == 0
+    assert _sample("skybook_outbox_backlog", destination="tasks") == 5
+
+
+def _sample(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value(name, labels)
+    return 0.0 if value is None else value
 
 
 async def test_events_no_task_consumer_wants_are_marked_without_publishing(container: Container) -> None:
