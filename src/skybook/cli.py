@@ -126,7 +126,7 @@ def relay() -> None:
 
 @app.command()
 def worker() -> None:
-    """Run every event consumer from RabbitMQ (tasks) and Kafka (stream) until stopped."""
+    """Run every event consumer from RabbitMQ (tasks) and Kafka (stream), and the hold sweeper, until stopped."""
     import logging
 
     from skybook.platform.messaging.metrics import serve_metrics
@@ -149,7 +149,19 @@ def worker() -> None:
         rabbitmq_url=settings.rabbitmq_url,
         kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
     )
-    _run_until_signal(runner.run(), runner.stop)
+
+    async def work() -> None:
+        from skybook.app import sweep_forever
+
+        # `skybook api` runs no sweeper, so the workers release expired holds (several sweeping at
+        # once is safe: each expiry is a compare-and-set on the order).
+        sweeper = asyncio.create_task(sweep_forever(container))
+        try:
+            await runner.run()
+        finally:
+            sweeper.cancel()
+
+    _run_until_signal(work(), runner.stop)
 
 
 @dlq_app.command("list")
