@@ -110,6 +110,29 @@ async def test_rabbitmq_outage_does_not_stop_kafka_and_drains_in_order_when_back
     assert await pending(engine, "tasks_sent_at") == 0
 
 
+async def test_kafka_outage_does_not_stop_rabbitmq_and_the_stream_catches_up_in_order(
+    engine: AsyncEngine, processes: Processes
+) -> None:
+    relay = processes.start("relay", kafka_bootstrap_servers="127.0.0.1:1", relay_max_backoff_seconds=1)
+    processes.start("worker")  # its Kafka consumer reads the (healthy) cluster the relay cannot reach
+    first = await write_events(engine, round_robin(60, aggregates=3))
+
+    await wait_for(engine, processes, {T: 60})
+    assert len(await effects(engine, S)) == 0
+    assert await pending(engine, "stream_sent_at") == 60
+
+    second = await write_events(engine, round_robin(30, aggregates=3, start=60))
+    processes.kill(relay)
+    processes.start("relay")
+    await wait_for(engine, processes, {T: 90, S: 90})
+    await asyncio.sleep(1)
+
+    stream = await effects(engine, S)
+    assert_exactly_once(stream, first + second)
+    assert_in_order_per_aggregate(stream)
+    assert_exactly_once(await effects(engine, T), first + second)
+
+
 async def test_poison_message_is_dead_lettered_without_blocking_others_and_replays(
     engine: AsyncEngine, processes: Processes
 ) -> None:
