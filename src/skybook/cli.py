@@ -1,4 +1,4 @@
-"""Command line: ``skybook serve | db upgrade | seed demo | schedule import | audit | asyncapi``."""
+"""Command line: ``skybook serve | api | relay | worker | dlq | db | seed | schedule | users | audit | asyncapi``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,6 +21,8 @@ app.add_typer(seed_app, name="seed")
 app.add_typer(schedule_app, name="schedule")
 users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+dlq_app = typer.Typer(help="Dead-letter queue of the workers.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 
 @app.command()
@@ -44,6 +46,178 @@ def serve(
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address (default SKYBOOK_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default SKYBOOK_PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only).")] = 1,
+) -> None:
+    """Run only the HTTP API (no in-process event delivery or sweeper): scaled out beside relay and worker."""
+    import os
+
+    # The app factory reads its settings from the environment in every uvicorn worker process.
+    os.environ["SKYBOOK_RUN_WORKERS"] = "false"
+    serve(host=host, port=port, workers=workers)
+
+
+def _backbone(settings: Settings) -> tuple[Any, list[Any], Any]:
+    """The container, every consumer (built-in and SKYBOOK_EXTRA_CONSUMERS) and the broker names."""
+    from skybook.bootstrap import bootstrap
+    from skybook.platform.messaging import Names, check_unique, load_consumers
+
+    container = bootstrap(settings)
+    consumers = container.consumers() + load_consumers(settings.extra_consumers)
+    check_unique(consumers)
+    return container, consumers, Names(settings.broker_prefix)
+
+
+def _run_until_signal(main: Any, stop: Any) -> None:
+    """Run a coroutine; SIGTERM and SIGINT ask it to stop cleanly."""
+    import signal
+
+    async def runner() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await main
+
+    asyncio.run(runner())
+
+
+@app.command()
+def relay() -> None:
+    """Publish the outbox to Kafka and RabbitMQ until stopped (several relays elect one leader)."""
+    from skybook.platform.logs import configure_logging
+    from skybook.platform.messaging.metrics import serve_metrics
+    from skybook.platform.messaging.relay import Relay, RelayOptions, listen_url
+
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    container, consumers, names = _backbone(settings)
+    publishers: list[Any] = []
+    if settings.kafka_bootstrap_servers:
+        from skybook.platform.messaging.kafka import KafkaPublisher
+
+        publishers.append(KafkaPublisher(settings.kafka_bootstrap_servers, names))
+    if settings.rabbitmq_url:
+        from skybook.platform.messaging.rabbitmq import RabbitPublisher
+
+        publishers.append(RabbitPublisher(settings.rabbitmq_url, names, consumers))
+    if not publishers:
+        raise typer.BadParameter("set SKYBOOK_KAFKA_BOOTSTRAP_SERVERS and/or SKYBOOK_RABBITMQ_URL")
+    serve_metrics(settings.backbone_metrics_port, settings.host)
+    runner = Relay(
+        container.engine,
+        container.clock,
+        publishers,
+        RelayOptions(
+            batch_size=settings.relay_batch_size,
+            poll_interval=settings.relay_poll_interval_seconds,
+            max_backoff=settings.relay_max_backoff_seconds,
+            crash_after_publish=settings.relay_crash_after_publish,
+        ),
+        listen_url=listen_url(settings.resolved_database_url),
+    )
+    _run_until_signal(runner.run(), runner.stop)
+
+
+@app.command()
+def worker() -> None:
+    """Run every event consumer from RabbitMQ (tasks) and Kafka (stream), and the hold sweeper, until stopped."""
+    from skybook.platform.logs import configure_logging
+    from skybook.platform.messaging.metrics import serve_metrics
+    from skybook.platform.messaging.worker import Worker, WorkerOptions
+
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    container, consumers, names = _backbone(settings)
+    serve_metrics(settings.backbone_metrics_port, settings.host)
+    runner = Worker(
+        consumers,
+        container.uow,
+        container.clock,
+        names,
+        WorkerOptions(
+            prefetch=settings.worker_prefetch,
+            max_attempts=settings.worker_max_attempts,
+            retry_base_delay=settings.worker_retry_base_delay_seconds,
+        ),
+        rabbitmq_url=settings.rabbitmq_url,
+        kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
+    )
+
+    async def work() -> None:
+        from skybook.notifications.webhooks import run_webhook_sender
+        from skybook.periodic import run_periodic_jobs
+
+        # `skybook api` runs no periodic jobs, so the workers release expired holds and send the
+        # tenant webhooks; several workers doing so at once is safe (SKIP LOCKED, see the modules).
+        loops = [
+            asyncio.create_task(run_periodic_jobs(container), name="periodic-jobs"),
+            asyncio.create_task(run_webhook_sender(container), name="webhook-sender"),
+        ]
+        try:
+            await runner.run()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    _run_until_signal(work(), runner.stop)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include letters already replayed.")] = False,
+) -> None:
+    """Print the dead letters (one JSON object a line), oldest first."""
+    from skybook.platform.messaging.deadletters import list_dead_letters
+
+    container, _consumers, _names = _backbone(Settings())
+
+    async def run() -> list[dict[str, Any]]:
+        try:
+            return await list_dead_letters(container.uow, include_replayed=all_)
+        finally:
+            await container.engine.dispose()
+
+    for letter in asyncio.run(run()):
+        typer.echo(json.dumps(letter))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids (see dlq list).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every letter not replayed yet.")] = False,
+) -> None:
+    """Deliver dead letters again: tasks back onto their queue, stream events handled here."""
+    from skybook.platform.messaging.deadletters import replay_dead_letters
+
+    if not ids and not all_:
+        raise typer.BadParameter("give dead letter ids or --all")
+    settings = Settings()
+    container, consumers, names = _backbone(settings)
+
+    async def run() -> list[dict[str, Any]]:
+        try:
+            return await replay_dead_letters(
+                container.uow,
+                container.clock,
+                consumers,
+                names,
+                ids=None if all_ else list(ids or []),
+                rabbitmq_url=settings.rabbitmq_url,
+            )
+        finally:
+            await container.engine.dispose()
+
+    outcomes = asyncio.run(run())
+    for outcome in outcomes:
+        typer.echo(json.dumps(outcome))
+    if any(o["outcome"] not in ("requeued", "handled") for o in outcomes):
+        raise typer.Exit(1)
 
 
 @db_app.command("upgrade")

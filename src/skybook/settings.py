@@ -138,6 +138,46 @@ class Settings(BaseSettings):
         True,
         description="Run the event dispatcher and the hold sweeper inside the API process (embedded default).",
     )
+    kafka_bootstrap_servers: str | None = Field(
+        None, description="Kafka bootstrap servers (host:port,...) for the relay and workers; empty: no Kafka."
+    )
+    rabbitmq_url: str | None = Field(
+        None,
+        description="RabbitMQ URL (amqp://user@host:5672/, password included) for the relay and workers; empty: none.",
+    )
+    broker_prefix: str = Field(
+        "skybook",
+        pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+        description="Prefix of Kafka topics and groups and RabbitMQ exchanges and queues "
+        "(skybook.<context>.events, skybook.tasks, skybook.<consumer>).",
+    )
+    relay_batch_size: int = Field(500, ge=1, le=10_000, description="Most outbox rows the relay publishes at once.")
+    relay_poll_interval_seconds: float = Field(
+        1.0, gt=0, description="How often the relay looks at the outbox without a NOTIFY wake-up."
+    )
+    relay_max_backoff_seconds: float = Field(
+        30.0, gt=0, description="Longest wait between the relay's attempts while a broker is down."
+    )
+    relay_crash_after_publish: bool = Field(
+        False, description="Testing only: the relay exits right after a confirmed publish, before marking it sent."
+    )
+    worker_prefetch: int = Field(
+        64, ge=1, le=5000, description="Unacknowledged messages a worker holds per consumer (bounded concurrency)."
+    )
+    worker_max_attempts: int = Field(
+        5, ge=1, le=100, description="Attempts at one message before it goes to the dead-letter queue."
+    )
+    worker_retry_base_delay_seconds: float = Field(
+        1.0, gt=0, description="Delay before the first retry of a failed message; doubles with each attempt."
+    )
+    backbone_metrics_port: int = Field(
+        0, ge=0, le=65535, description="Port on which relay and worker serve Prometheus metrics; 0: off."
+    )
+    extra_consumers: str = Field(
+        "",
+        description="Comma-separated module:function entries returning more event consumers "
+        "(plug-ins and tests); empty: only the built-in ones.",
+    )
     docs_enabled: bool = Field(True, description="Serve /docs and /redoc.")
     log_level: str = Field("INFO", description="Root log level.")
     log_format: Literal["json", "console"] = Field(

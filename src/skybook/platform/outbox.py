@@ -33,12 +33,27 @@ outbox = sa.Table(
     sa.Column("dispatched_at", UTCDateTime),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text),
+    # The relay tracks each broker on its own, so one broker being down does not hold up the other.
+    sa.Column("stream_sent_at", UTCDateTime),
+    sa.Column("tasks_sent_at", UTCDateTime),
 )
 sa.Index(
     "ix_outbox_pending",
     outbox.c.position,
     sqlite_where=outbox.c.dispatched_at.is_(None),
     postgresql_where=outbox.c.dispatched_at.is_(None),
+)
+sa.Index(
+    "ix_outbox_stream_pending",
+    outbox.c.position,
+    sqlite_where=outbox.c.stream_sent_at.is_(None),
+    postgresql_where=outbox.c.stream_sent_at.is_(None),
+)
+sa.Index(
+    "ix_outbox_tasks_pending",
+    outbox.c.position,
+    sqlite_where=outbox.c.tasks_sent_at.is_(None),
+    postgresql_where=outbox.c.tasks_sent_at.is_(None),
 )
 
 inbox = sa.Table(
@@ -48,6 +63,22 @@ inbox = sa.Table(
     sa.Column("event_id", sa.Uuid, primary_key=True),
     sa.Column("handled_at", UTCDateTime, nullable=False),
 )
+
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column("consumer", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.Uuid, nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("envelope", JSONType, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("failed_at", UTCDateTime, nullable=False),
+    sa.Column("replayed_at", UTCDateTime),
+)
+"""Messages a worker gave up on after the allowed attempts, with the last error (``skybook dlq``)."""
 
 
 def outbox_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
@@ -92,3 +123,18 @@ async def claim_inbox(conn: AsyncConnection, *, consumer: str, event: Event) -> 
         insert_ignoring_conflicts(conn, inbox).values(consumer=consumer, event_id=event.id, handled_at=utcnow())
     )
     return bool(result.rowcount)
+
+
+async def claim_inbox_many(conn: AsyncConnection, *, consumer: str, events: Sequence[Event]) -> set[Any]:
+    """Claim several events in one statement; returns the ids that were new (the others were handled)."""
+    from skybook.platform.db import utcnow
+
+    if not events:
+        return set()
+    now = utcnow()
+    result = await conn.execute(
+        insert_ignoring_conflicts(conn, inbox)
+        .values([{"consumer": consumer, "event_id": e.id, "handled_at": now} for e in events])
+        .returning(inbox.c.event_id)
+    )
+    return set(result.scalars())

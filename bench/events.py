@@ -1,0 +1,320 @@
+"""Event backbone benchmark: commit -> relay -> broker -> worker -> consumer effect, on PostgreSQL.
+
+For each broker (RabbitMQ, and Kafka through librdkafka's in-memory mock cluster) it resets a
+bench database, starts ``skybook relay`` and ``skybook worker`` as subprocesses with one bench
+consumer on that broker, and measures:
+
+* ``latency``: open loop at a fixed rate (default 1,000 events/s), one event per transaction;
+  propagation = consumer's ``clock_timestamp()`` when it handled the event minus the moment the
+  writer's commit returned (same host clock);
+* ``sustained``: writers commit as fast as they can (10 events per transaction); events/s =
+  events / (last handled - first commit).
+
+    .venv/bin/python bench/events.py --database-url postgresql+asyncpg://root@127.0.0.1:5432/skybook_bench_events
+
+Prints one JSON document. Only 127.0.0.1 is contacted; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from skybook.platform.dispatcher import Consumer
+from skybook.platform.events import Event
+from skybook.platform.uow import UnitOfWork
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENT_TYPE = "bench.tick"
+
+
+async def _record(event: Event, uow: UnitOfWork) -> None:
+    await uow.conn.execute(
+        sa.text("INSERT INTO bench_effects (event_id, handled_at) VALUES (:e, extract(epoch from clock_timestamp()))"),
+        {"e": str(event.id)},
+    )
+
+
+def tasks_consumers() -> list[Consumer]:
+    """The bench consumer on RabbitMQ (loaded by the worker through SKYBOOK_EXTRA_CONSUMERS)."""
+    return [Consumer("bench-tasks", frozenset({EVENT_TYPE}), _record, "tasks")]
+
+
+def stream_consumers() -> list[Consumer]:
+    """The bench consumer on Kafka."""
+    return [Consumer("bench-stream", frozenset({EVENT_TYPE}), _record, "stream")]
+
+
+def kafka_mock() -> tuple[Any, str]:
+    import confluent_kafka
+
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger("bench.kafka-mock")
+    logger.addHandler(Capture())
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    holder = confluent_kafka.Producer({"test.mock.num.brokers": 1, "logger": logger, "debug": "mock"})
+    for _ in range(100):
+        holder.poll(0.1)
+        for line in lines:
+            if m := re.search(r"replaced with (\S+)", line):
+                return holder, m.group(1)
+    raise RuntimeError("mock cluster did not start")
+
+
+async def reset_database(url: str, admin_url: str) -> None:
+    import asyncpg
+
+    name = sa.engine.make_url(url).database
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace, engine: Any, transport: str, env: dict[str, str]) -> None:
+        self.args = args
+        self.engine = engine
+        self.transport = transport
+        self.env = env
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.baseline = 0
+
+    def start(self, command: str) -> None:
+        log = open(Path(self.args.log_dir) / f"{self.transport}-{command}.log", "wb")  # noqa: SIM115
+        self.procs.append(
+            subprocess.Popen([sys.executable, "-m", "skybook.cli", command], env=self.env, stdout=log, stderr=log)
+        )
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    async def write(self, batch: int = 1) -> tuple[list[str], float]:
+        events = [Event(type=EVENT_TYPE, aggregate_id=f"agg-{i % 64}", data={"i": i}) for i in range(batch)]
+        async with UnitOfWork(self.engine) as uow:
+            uow.emit(*events)
+            await uow.commit()
+        return [str(e.id) for e in events], time.time()
+
+    async def count(self) -> int:
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(sa.text("SELECT count(*) FROM bench_effects")) or 0)
+
+    async def wait_all(self, ids: set[str], within: float) -> dict[str, float]:
+        """Wait until every event in ``ids`` was handled (polling a count, cheap), then read the times."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if await self.count() >= self.baseline + len(ids):
+                break
+            await asyncio.sleep(0.2)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text("SELECT event_id, handled_at FROM bench_effects WHERE event_id = ANY(:ids)"),
+                {"ids": list(ids)},
+            )
+            got = {r.event_id: float(r.handled_at) for r in rows}
+        self.baseline = await self.count()
+        if len(got) < len(ids):
+            raise RuntimeError(f"{self.transport}: only {len(got)} of {len(ids)} events handled in {within}s")
+        return got
+
+    async def latency(self) -> dict[str, Any]:
+        rate, duration = self.args.rate, self.args.duration
+        total = int(rate * duration)
+        committed: dict[str, float] = {}
+        start = time.monotonic() + 0.2
+        late = 0
+        next_index = 0
+
+        async def writer() -> None:
+            nonlocal next_index, late
+            while next_index < total:
+                i = next_index
+                next_index += 1
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif delay < -0.005:
+                    late += 1
+                ids, at = await self.write()
+                committed[ids[0]] = at
+
+        await asyncio.gather(*(writer() for _ in range(self.args.writers)))
+        offered = time.monotonic() - start
+        handled = await self.wait_all(set(committed), within=120)
+        lat = [(handled[k] - committed[k]) * 1000 for k in committed]
+        return {
+            "events": total,
+            "target_rate": rate,
+            "offered_rate": round(total / offered, 1),
+            "writes_more_than_5ms_late": late,
+            "p50_ms": round(percentile(lat, 0.50), 2),
+            "p90_ms": round(percentile(lat, 0.90), 2),
+            "p99_ms": round(percentile(lat, 0.99), 2),
+            "max_ms": round(max(lat), 2),
+        }
+
+    async def sustained(self) -> dict[str, Any]:
+        total, per_tx = self.args.sustained_events, 10
+        committed: set[str] = set()
+        first = time.time()
+        remaining = total // per_tx
+
+        async def writer() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                ids, _ = await self.write(per_tx)
+                committed.update(ids)
+
+        await asyncio.gather(*(writer() for _ in range(self.args.writers)))
+        written = time.time()
+        handled = await self.wait_all(committed, within=300)
+        last = max(handled.values())
+        return {
+            "events": len(committed),
+            "events_per_transaction": per_tx,
+            "write_rate": round(len(committed) / (written - first), 1),
+            "events_per_second": round(len(committed) / (last - first), 1),
+            "drain_after_last_commit_s": round(last - written, 2),
+        }
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from skybook.platform.migrate import upgrade
+
+    await reset_database(args.database_url, args.admin_url)
+    await asyncio.to_thread(upgrade, args.database_url)
+    engine = create_async_engine(args.database_url, pool_size=args.writers + 4)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("CREATE TABLE bench_effects (event_id text PRIMARY KEY, handled_at float8)"))
+    holder, bootstrap = kafka_mock() if "kafka" in args.transports else (None, "")
+    results: dict[str, Any] = {
+        "load_average_before": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "note": "2 shared cores, other work running; the Kafka figures use librdkafka's in-memory mock "
+        "cluster (no disk, no replication), RabbitMQ is a real broker on loopback with persistent messages "
+        "and publisher confirms; PostgreSQL on loopback.",
+    }
+    try:
+        for transport in args.transports:
+            prefix = f"bench{uuid.uuid4().hex[:8]}"
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SKYBOOK_")}
+            env.update(
+                {
+                    "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
+                    "SKYBOOK_DATABASE_URL": args.database_url,
+                    "SKYBOOK_DATABASE_POOL_SIZE": "10",
+                    "SKYBOOK_BROKER_PREFIX": prefix,
+                    "SKYBOOK_RELAY_BATCH_SIZE": "500",
+                    "SKYBOOK_WORKER_PREFETCH": str(args.prefetch),
+                    "SKYBOOK_LOG_LEVEL": "INFO",
+                    "SKYBOOK_DATA_DIR": args.log_dir,
+                }
+            )
+            if transport == "kafka":
+                env["SKYBOOK_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+                env["SKYBOOK_EXTRA_CONSUMERS"] = "bench.events:stream_consumers"
+            else:
+                env["SKYBOOK_RABBITMQ_URL"] = args.rabbitmq_url
+                env["SKYBOOK_EXTRA_CONSUMERS"] = "bench.events:tasks_consumers"
+            async with engine.begin() as conn:
+                # Each broker starts from an empty outbox (the previous run's rows count as sent).
+                await conn.execute(sa.text("UPDATE outbox SET stream_sent_at = now(), tasks_sent_at = now()"))
+                await conn.execute(sa.text("TRUNCATE bench_effects"))
+            run = Run(args, engine, transport, env)
+            run.start("relay")
+            run.start("worker")
+            try:
+                warm: set[str] = set()
+                for _ in range(20):
+                    ids, _at = await run.write(10)
+                    warm.update(ids)
+                await run.wait_all(warm, within=120)
+                results[transport] = {"latency": await run.latency(), "sustained": await run.sustained()}
+            finally:
+                run.stop()
+                if transport == "rabbitmq":
+                    await delete_rabbit_objects(args.rabbitmq_url, prefix)
+                async with engine.begin() as conn:
+                    await conn.execute(sa.text("TRUNCATE bench_effects"))
+    finally:
+        await engine.dispose()
+        if holder is not None:
+            holder.flush(1)
+    results["load_average_after"] = os.getloadavg()
+    return results
+
+
+async def delete_rabbit_objects(url: str, prefix: str) -> None:
+    import aio_pika
+
+    from skybook.bootstrap import bootstrap
+    from skybook.platform.messaging import Names
+    from skybook.platform.messaging.rabbitmq import delete_topology
+    from skybook.settings import Settings
+
+    container = bootstrap(Settings(_env_file=None, data_dir=Path("/tmp")))  # type: ignore[call-arg]
+    consumers = container.consumers() + tasks_consumers()
+    await container.engine.dispose()
+    connection = await aio_pika.connect(url, timeout=10)
+    try:
+        await delete_topology(await connection.channel(), Names(prefix), consumers, max_attempts=10)
+    finally:
+        await connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default="postgresql+asyncpg://root@127.0.0.1:5432/skybook_bench_events")
+    parser.add_argument("--admin-url", default="postgresql://root@127.0.0.1:5432/root")
+    parser.add_argument("--rabbitmq-url", default="amqp://guest:guest@127.0.0.1:5672/")  # pragma: allowlist secret
+    parser.add_argument("--transports", nargs="+", default=["rabbitmq", "kafka"], choices=["rabbitmq", "kafka"])
+    parser.add_argument("--rate", type=float, default=1000.0, help="Events/s of the latency phase.")
+    parser.add_argument("--duration", type=float, default=10.0, help="Seconds of the latency phase.")
+    parser.add_argument("--sustained-events", type=int, default=30000)
+    parser.add_argument("--writers", type=int, default=8, help="Concurrent writer connections.")
+    parser.add_argument("--prefetch", type=int, default=500)
+    parser.add_argument("--log-dir", default="/tmp/skybook-bench-events")
+    args = parser.parse_args()
+    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+    print(json.dumps(asyncio.run(bench(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

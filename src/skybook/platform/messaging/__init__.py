@@ -1,0 +1,120 @@
+"""Event backbone: ports and naming shared by the relay, the workers and their broker adapters.
+
+The embedded default needs none of this (``platform.dispatcher`` delivers in process). Scaled out,
+``skybook relay`` publishes the outbox to Kafka (the ordered domain-event stream, one topic per
+context, keyed by aggregate) and RabbitMQ (work queues, one per consumer), and ``skybook worker``
+runs every consumer from them, claiming each event in the inbox in the same transaction as its
+effect.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from skybook.platform.dispatcher import Consumer
+from skybook.platform.events import EVENT_CONTEXTS, Event
+
+ATTEMPTS_HEADER = "x-skybook-attempts"
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """Broker object names, all under one prefix (a setting, so test runs and tenants of a broker never collide)."""
+
+    prefix: str = "skybook"
+
+    def topic(self, context: str) -> str:
+        """Kafka topic of one bounded context's events."""
+        return f"{self.prefix}.{context}.events"
+
+    def topic_of_type(self, event_type: str) -> str:
+        return self.topic(context_of(event_type))
+
+    @property
+    def exchange(self) -> str:
+        """RabbitMQ topic exchange for tasks; routing key = event type."""
+        return f"{self.prefix}.tasks"
+
+    def queue(self, consumer: str) -> str:
+        """Durable RabbitMQ queue of one consumer."""
+        return f"{self.prefix}.{consumer}"
+
+    def retry_queue(self, consumer: str, attempt: int) -> str:
+        """Holding queue where a message waits before its next attempt (its TTL is the delay)."""
+        return f"{self.prefix}.{consumer}.retry.{attempt}"
+
+    def group(self, consumer: str) -> str:
+        """Kafka consumer group of one consumer."""
+        return f"{self.prefix}.{consumer}"
+
+
+def context_of(event_type: str) -> str:
+    """The context owning an event type (the same rule as ``Event.context``)."""
+    return EVENT_CONTEXTS.get(event_type.split(".", 1)[0], "platform")
+
+
+def encode(event: Event) -> bytes:
+    """The wire form of an event: its JSON envelope."""
+    return json.dumps(event.envelope(), separators=(",", ":"), default=str).encode()
+
+
+def decode(body: bytes | str) -> Event:
+    """Rebuild an event from its JSON envelope; ValueError when it is not one."""
+    try:
+        env: dict[str, Any] = json.loads(body)
+        return Event(
+            id=uuid.UUID(env["id"]),
+            type=str(env["type"]),
+            version=int(env["version"]),
+            occurred_at=datetime.fromisoformat(env["occurred_at"]),
+            tenant_id=env.get("tenant_id"),
+            aggregate_id=str(env["aggregate_id"]),
+            correlation_id=env.get("correlation_id"),
+            causation_id=env.get("causation_id"),
+            data=dict(env["data"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an event envelope: {exc}") from exc
+
+
+class Publisher(Protocol):
+    """A broker the relay publishes to. ``publish`` returns how many leading events the broker confirmed."""
+
+    destination: str
+
+    def wants(self, event_type: str) -> bool:
+        """Whether events of this type go to this broker at all."""
+        ...
+
+    async def publish(self, events: Sequence[Event]) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm every event of a batch; the rest stays pending."""
+
+
+def load_consumers(spec: str) -> list[Consumer]:
+    """Consumers from ``module:function`` entries (comma-separated); each function returns consumers."""
+    found: list[Consumer] = []
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        module, _, attr = entry.partition(":")
+        factory = getattr(importlib.import_module(module), attr or "consumers")
+        made: Iterable[Consumer] = factory()
+        found.extend(made)
+    return found
+
+
+def check_unique(consumers: Sequence[Consumer]) -> None:
+    """Queue, group and inbox names come from consumer names, so two consumers must never share one."""
+    names = [c.name for c in consumers]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"consumer names must be unique: {', '.join(dupes)}")

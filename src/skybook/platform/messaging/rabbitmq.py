@@ -1,0 +1,118 @@
+"""RabbitMQ adapters (aio-pika): the relay's confirmed publisher and the queue topology.
+
+Tasks go to the durable topic exchange ``<prefix>.tasks`` with the event type as routing key;
+each consumer with transport ``tasks`` has its own durable queue ``<prefix>.<consumer>`` bound by
+its event types, so several worker processes share its work. The relay publishes only the types
+some queue is bound to, with ``mandatory`` set: a message no queue takes is an error, not a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+
+from skybook.platform.dispatcher import Consumer
+from skybook.platform.events import Event
+from skybook.platform.messaging import ATTEMPTS_HEADER, Names, encode
+
+log = logging.getLogger("skybook.rabbitmq")
+
+
+def task_consumers(consumers: Iterable[Consumer]) -> list[Consumer]:
+    return [c for c in consumers if c.transport == "tasks"]
+
+
+async def declare_topology(channel: AbstractChannel, names: Names, consumers: Iterable[Consumer]) -> AbstractExchange:
+    """Declare the exchange and every task consumer's queue and bindings (idempotent).
+
+    The relay declares them too, so a message published before the first worker started waits
+    in its queue instead of being unroutable.
+    """
+    exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    for consumer in task_consumers(consumers):
+        queue = await channel.declare_queue(names.queue(consumer.name), durable=True)
+        for event_type in sorted(consumer.event_types):
+            await queue.bind(exchange, routing_key=event_type)
+    return exchange
+
+
+def message(event: Event, *, attempts: int = 0) -> aio_pika.Message:
+    """A persistent message carrying one event."""
+    return aio_pika.Message(
+        encode(event),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=str(event.id),
+        type=event.type,
+        headers={ATTEMPTS_HEADER: attempts},
+    )
+
+
+class RabbitPublisher:
+    """Publishes with publisher confirms and ``mandatory``; reconnects on the next batch after a failure."""
+
+    destination = "tasks"
+
+    def __init__(self, url: str, names: Names, consumers: Sequence[Consumer], *, timeout: float = 10.0) -> None:
+        self._url = url
+        self._names = names
+        self._consumers = task_consumers(consumers)
+        self._routed = frozenset(t for c in self._consumers for t in c.event_types)
+        self._timeout = timeout
+        self._connection: AbstractConnection | None = None
+        self._exchange: AbstractExchange | None = None
+
+    def wants(self, event_type: str) -> bool:
+        return event_type in self._routed
+
+    async def _ready(self) -> AbstractExchange:
+        if self._exchange is None or self._connection is None or self._connection.is_closed:
+            await self.close()
+            self._connection = await aio_pika.connect(self._url, timeout=self._timeout)
+            channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._exchange = await declare_topology(channel, self._names, self._consumers)
+        return self._exchange
+
+    async def publish(self, events: Sequence[Event]) -> int:
+        try:
+            exchange = await self._ready()
+        except Exception as exc:
+            log.warning("rabbitmq unreachable: %s", exc)
+            await self.close()
+            return 0
+        # One channel keeps publish order; the confirms are awaited together, not one by one.
+        results = await asyncio.gather(
+            *(exchange.publish(message(e), routing_key=e.type, mandatory=True, timeout=self._timeout) for e in events),
+            return_exceptions=True,
+        )
+        confirmed = 0
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("rabbitmq refused event %s: %s", events[confirmed].id, result)
+                await self.close()
+                break
+            confirmed += 1
+        return confirmed
+
+    async def close(self) -> None:
+        connection, self._connection, self._exchange = self._connection, None, None
+        if connection is not None and not connection.is_closed:
+            try:
+                await connection.close()
+            except Exception:  # closing a broken connection may fail; it is gone either way
+                log.debug("closing rabbitmq connection failed", exc_info=True)
+
+
+async def delete_topology(
+    channel: AbstractChannel, names: Names, consumers: Iterable[Consumer], max_attempts: int
+) -> None:
+    """Delete the exchange and every queue of these consumers, retry queues included (tests, benchmarks)."""
+    for consumer in task_consumers(consumers):
+        await channel.queue_delete(names.queue(consumer.name))
+        for attempt in range(1, max_attempts):
+            await channel.queue_delete(names.retry_queue(consumer.name, attempt))
+    await channel.exchange_delete(names.exchange)

@@ -1,0 +1,216 @@
+"""``skybook relay``: publishes the outbox to the brokers, at least once, in commit order.
+
+Each broker is a destination with its own pending marker (``stream_sent_at`` for Kafka,
+``tasks_sent_at`` for RabbitMQ) and its own loop, so one broker being down delays only its own
+messages. A row is marked only after the broker confirmed it; a crash in between publishes it
+again (consumers drop the duplicate through the inbox).
+
+Order: rows are read by ``position``. Two transactions touching one aggregate are serialised by
+its row lock, and the outbox insert happens at commit, so the later one always gets the higher
+position: per aggregate, position order is commit order. A publish failure marks only the rows
+before the first unconfirmed one, so nothing is ever published ahead of an earlier event.
+
+Several relays: on PostgreSQL they elect a leader with an advisory lock held on the connection
+that also LISTENs for the outbox trigger's NOTIFY; the others wait and take over within a poll
+interval when the leader dies (its session ends, the lock goes with it). We chose a single
+leader over ``FOR UPDATE SKIP LOCKED`` workers because it keeps the global position order
+without per-aggregate partitioning, and one relay publishes faster than the brokers need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from skybook.platform.clock import Clock
+from skybook.platform.messaging import Publisher, PublishFailed
+from skybook.platform.messaging.metrics import OUTBOX_BACKLOG, RELAY_FAILURES, RELAY_LEADER, RELAY_PUBLISHED
+from skybook.platform.outbox import event_from_row, outbox
+
+log = logging.getLogger("skybook.relay")
+
+NOTIFY_CHANNEL = "skybook_outbox"
+LEADER_LOCK_KEY = 0x5B0_0C_7E1A  # pg advisory lock id of "the relay"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOptions:
+    batch_size: int = 500
+    poll_interval: float = 1.0
+    max_backoff: float = 30.0
+    crash_after_publish: bool = False
+
+
+class Relay:
+    """Leader election, wake-ups and one publishing loop per broker."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        publishers: Sequence[Publisher],
+        options: RelayOptions | None = None,
+        *,
+        listen_url: str | None = None,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._publishers = list(publishers)
+        self._options = options or RelayOptions()
+        self._listen_url = listen_url
+        self._wakes = {p.destination: asyncio.Event() for p in self._publishers}
+        self._stop = asyncio.Event()
+        self._backlog_checked = 0.0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake_all()
+
+    def _wake_all(self, *_: object) -> None:
+        for wake in self._wakes.values():
+            wake.set()
+
+    async def run(self) -> None:
+        """Publish until stopped; on PostgreSQL only while holding the leader lock."""
+        try:
+            if self._listen_url is None:
+                await self._pump_all()
+                return
+            while not self._stop.is_set():
+                try:
+                    await self._lead()
+                except Exception:
+                    log.exception("relay lost its database session; trying again")
+                    RELAY_LEADER.set(0)
+                    await self._sleep(self._options.poll_interval)
+        finally:
+            for publisher in self._publishers:
+                await publisher.close()
+
+    async def _lead(self) -> None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        assert self._listen_url is not None
+        conn = await asyncpg.connect(self._listen_url, timeout=10)
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _c: lost.set())
+        try:
+            logged = False
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_KEY):
+                if not logged:
+                    log.info("another relay is the leader; standing by")
+                    logged = True
+                if await self._sleep(self._options.poll_interval):
+                    return
+            log.info("relay is the leader")
+            RELAY_LEADER.set(1)
+            await conn.add_listener(NOTIFY_CHANNEL, self._wake_all)
+            pumps = asyncio.ensure_future(self._pump_all())
+            stop = asyncio.ensure_future(self._stop.wait())
+            gone = asyncio.ensure_future(lost.wait())
+            await asyncio.wait({pumps, stop, gone}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (pumps, stop, gone):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumps
+            if pumps.done() and not pumps.cancelled() and pumps.exception() is not None:
+                raise pumps.exception()  # type: ignore[misc]
+        finally:
+            RELAY_LEADER.set(0)
+            if not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=5)
+
+    async def _pump_all(self) -> None:
+        await asyncio.gather(*(self._pump(p) for p in self._publishers))
+
+    async def _pump(self, publisher: Publisher) -> None:
+        wake = self._wakes[publisher.destination]
+        backoff = 0.0
+        while not self._stop.is_set():
+            wake.clear()
+            try:
+                taken = await self.publish_batch(publisher)
+                backoff = 0.0
+            except Exception as exc:
+                RELAY_FAILURES.labels(publisher.destination).inc()
+                backoff = min(max(backoff * 2, 0.2), self._options.max_backoff)
+                log.warning("publishing to %s failed (%s); retrying in %.1fs", publisher.destination, exc, backoff)
+                await self._update_backlog(publisher.destination, force=True)
+                if await self._sleep(backoff):
+                    return
+                continue
+            if taken >= self._options.batch_size:
+                continue  # more is waiting: no need to be woken
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=self._options.poll_interval)
+
+    async def publish_batch(self, publisher: Publisher) -> int:
+        """Publish the oldest pending rows of one destination; returns how many rows were taken."""
+        column = outbox.c[f"{publisher.destination}_sent_at"]
+        async with self._engine.connect() as conn:
+            rows = list(
+                await conn.execute(
+                    sa.select(outbox)
+                    .where(column.is_(None))
+                    .order_by(outbox.c.position)
+                    .limit(self._options.batch_size)
+                )
+            )
+        if not rows:
+            OUTBOX_BACKLOG.labels(publisher.destination).set(0)  # known without counting
+            return 0
+        wanted = [r for r in rows if publisher.wants(r.type)]
+        confirmed = await publisher.publish([event_from_row(r) for r in wanted]) if wanted else 0
+        if self._options.crash_after_publish and confirmed:
+            log.error("relay_crash_after_publish is set: exiting before marking %d rows sent", confirmed)
+            os._exit(70)
+        if confirmed < len(wanted):
+            first_unconfirmed = wanted[confirmed].position
+            done = [r.position for r in rows if r.position < first_unconfirmed]
+        else:
+            done = [r.position for r in rows]
+        if done:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    sa.update(outbox).where(outbox.c.position.in_(done)).values({column: self._clock.now()})
+                )
+        RELAY_PUBLISHED.labels(publisher.destination).inc(confirmed)
+        await self._update_backlog(publisher.destination)
+        if confirmed < len(wanted):
+            raise PublishFailed(f"{publisher.destination}: {len(wanted) - confirmed} events not confirmed")
+        return len(rows)
+
+    async def _update_backlog(self, destination: str, *, force: bool = False) -> None:
+        # Counting the pending rows costs a scan of the partial index; once a second is enough.
+        now = time.monotonic()
+        if not force and now - self._backlog_checked < 1.0:
+            return
+        self._backlog_checked = now
+        async with self._engine.connect() as conn:
+            for publisher in self._publishers:
+                column = outbox.c[f"{publisher.destination}_sent_at"]
+                count = await conn.scalar(sa.select(sa.func.count()).select_from(outbox).where(column.is_(None)))
+                OUTBOX_BACKLOG.labels(publisher.destination).set(count or 0)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped first; True when stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        return self._stop.is_set()
+
+
+def listen_url(database_url: str) -> str | None:
+    """The asyncpg DSN for LISTEN and the leader lock, or None on SQLite (one process, polling)."""
+    url = sa.engine.make_url(database_url)
+    if not url.drivername.startswith("postgresql"):
+        return None
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -1,0 +1,370 @@
+"""``skybook worker``: runs every consumer from the brokers, effects exactly once through the inbox.
+
+A ``tasks`` consumer reads its RabbitMQ queue, a ``stream`` consumer its Kafka consumer group.
+Messages that arrived together are handled in one transaction (claim in the inbox, effect,
+commit) and acknowledged after the commit, so a worker killed mid-batch leaves them to be
+redelivered and the inbox drops what was already done. When a batch fails, its messages are
+handled one by one so that one bad message cannot hold up the others.
+
+Failures retry with a doubling delay. On RabbitMQ a failed message is moved to a holding queue
+per attempt whose TTL is the delay and which dead-letters back into the consumer's queue; the
+queue keeps flowing meanwhile. A Kafka partition is an ordered log, so a stream consumer retries
+in place (holding back only that partition). After ``max_attempts`` the message is recorded in
+the ``dead_letters`` table with its error (``skybook dlq list|replay``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from skybook.platform.clock import Clock
+from skybook.platform.dispatcher import Consumer
+from skybook.platform.events import Event
+from skybook.platform.messaging import ATTEMPTS_HEADER, Names, decode
+from skybook.platform.messaging.metrics import WORKER_BATCH, WORKER_HANDLED
+from skybook.platform.outbox import claim_inbox, claim_inbox_many, dead_letters
+from skybook.platform.uow import UnitOfWork
+
+log = logging.getLogger("skybook.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    prefetch: int = 64
+    max_attempts: int = 5
+    retry_base_delay: float = 1.0
+
+    def delay(self, attempt: int) -> float:
+        """Wait before attempt ``attempt + 1`` (after ``attempt`` failures): base, 2*base, 4*base, ..."""
+        return float(self.retry_base_delay * 2 ** (attempt - 1))
+
+
+class Handling:
+    """Handles events for one consumer in units of work; shared by both transports and ``dlq replay``."""
+
+    def __init__(self, consumer: Consumer, uow: Callable[[], UnitOfWork], clock: Clock) -> None:
+        self.consumer = consumer
+        self._uow = uow
+        self._clock = clock
+
+    async def one(self, event: Event) -> bool:
+        """Handle one event in its own transaction; False when it was a redelivery."""
+        async with self._uow() as uow:
+            fresh = await claim_inbox(uow.conn, consumer=self.consumer.name, event=event)
+            if fresh:
+                await self.consumer.handle(event, uow)
+            await uow.commit()
+        return fresh
+
+    async def together(self, events: Sequence[Event]) -> None:
+        """Handle events in one transaction (all or none)."""
+        started = time.perf_counter()
+        async with self._uow() as uow:
+            # One statement claims the whole batch; only the events new to the inbox are handled.
+            claimed = await claim_inbox_many(uow.conn, consumer=self.consumer.name, events=events)
+            fresh = 0
+            for event in events:
+                if event.id in claimed:
+                    claimed.discard(event.id)  # the same event twice in one batch: handle it once
+                    await self.consumer.handle(event, uow)
+                    fresh += 1
+            await uow.commit()
+        self._count(fresh, len(events) - fresh)
+        WORKER_BATCH.labels(self.consumer.name).observe(time.perf_counter() - started)
+
+    async def batch(self, events: Sequence[Event]) -> list[BaseException | None]:
+        """Handle events together in one transaction; on failure one by one. Returns each one's error."""
+        if not events:
+            return []
+        if len(events) > 1:
+            try:
+                await self.together(events)
+                return [None] * len(events)
+            except Exception:
+                log.info("batch of %d failed for %s; handling one by one", len(events), self.consumer.name)
+        errors: list[BaseException | None] = []
+        for event in events:
+            try:
+                errors.append(await self.attempt(event))
+            except Exception as exc:  # pragma: no cover - attempt() returns errors
+                errors.append(exc)
+        return errors
+
+    async def attempt(self, event: Event) -> BaseException | None:
+        """Handle one event; returns its error instead of raising."""
+        try:
+            fresh = await self.one(event)
+        except Exception as exc:
+            log.warning("consumer %s failed on event %s: %s", self.consumer.name, event.id, exc)
+            return exc
+        self._count(int(fresh), int(not fresh))
+        return None
+
+    def _count(self, handled: int, duplicates: int) -> None:
+        if handled:
+            WORKER_HANDLED.labels(self.consumer.name, "handled").inc(handled)
+        if duplicates:
+            WORKER_HANDLED.labels(self.consumer.name, "duplicate").inc(duplicates)
+
+    async def dead_letter(self, event: Event, error: BaseException | str, attempts: int) -> None:
+        """Give up on an event: record it with its error for ``skybook dlq``."""
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        async with self._uow() as uow:
+            await uow.conn.execute(
+                sa.insert(dead_letters).values(
+                    consumer=self.consumer.name,
+                    event_id=event.id,
+                    event_type=event.type,
+                    envelope=event.envelope(),
+                    error=text[:4000],
+                    attempts=attempts,
+                    failed_at=self._clock.now(),
+                )
+            )
+            await uow.commit()
+        WORKER_HANDLED.labels(self.consumer.name, "dead_lettered").inc()
+        log.error("event %s dead-lettered for %s after %d attempts: %s", event.id, self.consumer.name, attempts, text)
+
+
+class Worker:
+    """Runs the consumers of one process until stopped; reconnects with backoff when a broker goes away."""
+
+    def __init__(
+        self,
+        consumers: Sequence[Consumer],
+        uow: Callable[[], UnitOfWork],
+        clock: Clock,
+        names: Names,
+        options: WorkerOptions,
+        *,
+        rabbitmq_url: str | None,
+        kafka_bootstrap_servers: str | None,
+    ) -> None:
+        self._consumers = list(consumers)
+        self._uow = uow
+        self._clock = clock
+        self._names = names
+        self._options = options
+        self._rabbitmq_url = rabbitmq_url
+        self._kafka = kafka_bootstrap_servers
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def loops(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        """One loop per consumer on the broker of its transport (consumers without their broker are reported)."""
+        found: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        for consumer in self._consumers:
+            handling = Handling(consumer, self._uow, self._clock)
+            if consumer.transport == "tasks" and self._rabbitmq_url:
+                found.append((consumer.name, functools.partial(self._rabbit_loop, handling)))
+            elif consumer.transport == "stream" and self._kafka:
+                found.append((consumer.name, functools.partial(self._kafka_loop, handling)))
+            else:
+                log.warning("consumer %s needs a %s broker, which is not configured", consumer.name, consumer.transport)
+        return found
+
+    async def run(self) -> None:
+        tasks = [asyncio.ensure_future(self._forever(name, loop)) for name, loop in self.loops()]
+        if not tasks:
+            raise RuntimeError("no consumer can run: set SKYBOOK_RABBITMQ_URL and/or SKYBOOK_KAFKA_BOOTSTRAP_SERVERS")
+        await self._stop.wait()
+        # Let each loop finish its batch (Kafka's consume runs in a thread that cannot be cancelled);
+        # whatever is still unacknowledged after that is redelivered to another worker.
+        _done, pending = await asyncio.wait(tasks, timeout=10)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _forever(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except _Stopping:
+                return
+            except Exception as exc:
+                log.warning("consumer %s lost its broker (%s); reconnecting in %.1fs", name, exc, backoff)
+            if time.monotonic() - started > 30:
+                backoff = 0.5
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    # --- RabbitMQ ---------------------------------------------------------------------------
+
+    async def _rabbit_loop(self, handling: Handling) -> None:
+        import aio_pika
+        from aio_pika.abc import AbstractIncomingMessage
+
+        from skybook.platform.messaging.rabbitmq import declare_topology, message
+
+        assert self._rabbitmq_url is not None
+        name = handling.consumer.name
+        opts = self._options
+        connection = await aio_pika.connect(self._rabbitmq_url, timeout=10)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=opts.prefetch)
+            await declare_topology(channel, self._names, self._consumers)
+            queue = await channel.declare_queue(self._names.queue(name), durable=True)
+            for attempt in range(1, opts.max_attempts):
+                await channel.declare_queue(
+                    self._names.retry_queue(name, attempt),
+                    durable=True,
+                    arguments={
+                        "x-message-ttl": int(opts.delay(attempt) * 1000),
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": self._names.queue(name),
+                    },
+                )
+            arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+            closed = asyncio.Event()
+            connection.close_callbacks.add(lambda *_: closed.set())
+            await queue.consume(arrived.put)
+            while not self._stop.is_set():
+                getter = asyncio.ensure_future(arrived.get())
+                gone = asyncio.ensure_future(closed.wait())
+                stopping = asyncio.ensure_future(self._stop.wait())
+                await asyncio.wait({getter, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                gone.cancel()
+                stopping.cancel()
+                if not getter.done():
+                    getter.cancel()
+                    if self._stop.is_set():
+                        return
+                    raise ConnectionError("rabbitmq connection closed")
+                batch = [getter.result()]
+                while len(batch) < opts.prefetch and not arrived.empty():
+                    batch.append(arrived.get_nowait())
+                events: list[Event] = []
+                decoded: list[AbstractIncomingMessage] = []
+                for msg in batch:
+                    try:
+                        events.append(decode(msg.body))
+                        decoded.append(msg)
+                    except ValueError as exc:
+                        # Not an event at all: retrying cannot help. Keep the body in the log, drop it.
+                        log.error("dropping undecodable message on %s: %s %r", name, exc, msg.body[:200])
+                        await msg.reject(requeue=False)
+                errors = await handling.batch(events)
+                if decoded and all(e is None for e in errors):
+                    await decoded[-1].ack(multiple=True)
+                    continue
+                for msg, event, error in zip(decoded, events, errors, strict=True):
+                    if error is None:
+                        await msg.ack()
+                        continue
+                    attempts = _attempts(msg.headers) + 1
+                    if attempts >= opts.max_attempts:
+                        await handling.dead_letter(event, error, attempts)
+                    else:
+                        await channel.default_exchange.publish(
+                            message(event, attempts=attempts),
+                            routing_key=self._names.retry_queue(name, attempts),
+                            mandatory=True,
+                        )
+                        WORKER_HANDLED.labels(name, "retried").inc()
+                    await msg.ack()
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    # --- Kafka ------------------------------------------------------------------------------
+
+    async def _kafka_loop(self, handling: Handling) -> None:
+        import confluent_kafka
+
+        from skybook.platform.messaging.kafka import consumer_config
+
+        assert self._kafka is not None
+        consumer = handling.consumer
+        topics = sorted({self._names.topic_of_type(t) for t in consumer.event_types})
+        client = confluent_kafka.Consumer(consumer_config(self._kafka, self._names.group(consumer.name)))
+        try:
+            client.subscribe(topics)
+            while not self._stop.is_set():
+                msgs = await asyncio.to_thread(_take, client, self._options.prefetch)
+                good = []
+                for m in msgs:
+                    err = m.error()
+                    if err is None:
+                        good.append(m)
+                    elif err.code() != confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        log.warning("kafka consumer %s: %s", consumer.name, err)
+                if not good:
+                    continue
+                events: list[Event] = []
+                for m in good:
+                    try:
+                        event = decode(m.value() or b"")
+                    except ValueError as exc:
+                        log.error("skipping undecodable record on %s: %s", m.topic(), exc)
+                        continue
+                    if event.type in consumer.event_types:
+                        events.append(event)
+                await self._handle_in_order(handling, events)
+                await asyncio.to_thread(client.commit, asynchronous=False)
+        finally:
+            await asyncio.to_thread(client.close)
+
+    async def _handle_in_order(self, handling: Handling, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        try:
+            await handling.together(events)
+            return
+        except Exception:
+            log.info("batch of %d failed for %s; handling in order", len(events), handling.consumer.name)
+        # A partition is an ordered log: each event is retried in place before the next one is
+        # looked at, so a later event of the same aggregate never overtakes a failing one.
+        for event in events:
+            attempts = 1
+            error = await handling.attempt(event)
+            while error is not None:
+                if attempts >= self._options.max_attempts:
+                    await handling.dead_letter(event, error, attempts)
+                    break
+                WORKER_HANDLED.labels(handling.consumer.name, "retried").inc()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=self._options.delay(attempts))
+                if self._stop.is_set():
+                    raise _Stopping  # leave it uncommitted: the next worker retries
+                attempts += 1
+                error = await handling.attempt(event)
+
+
+def _attempts(headers: object) -> int:
+    """Attempts already made at a message, from its header (0 when absent or garbled)."""
+    value = headers.get(ATTEMPTS_HEADER, 0) if isinstance(headers, dict) else 0
+    return value if isinstance(value, int) else 0
+
+
+def _take(client: Any, most: int) -> list[Any]:
+    """Wait for a first record, then take whatever else is already there (up to ``most``).
+
+    ``consume(n, timeout)`` alone waits until n records arrived or the timeout passed, which
+    would hold every record of a quiet stream back for the whole timeout.
+    """
+    first: list[Any] = client.consume(1, 0.2)
+    if not first or most <= 1:
+        return first
+    more: list[Any] = client.consume(most - 1, 0)
+    return first + more
+
+
+class _Stopping(Exception):
+    """The worker stops in the middle of retrying: the record stays uncommitted for the next one."""
