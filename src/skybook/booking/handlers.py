@@ -46,6 +46,7 @@ from skybook.payments import Outcome, PaymentProvider, payments, refunds
 from skybook.platform.clock import Clock
 from skybook.platform.errors import (
     AlreadyPaid,
+    DomainError,
     HoldExpired,
     HoldLimitReached,
     InvalidRequest,
@@ -119,26 +120,36 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
     seats = cmd.party.seats
     actor = cmd.actor
     async with deps.uow() as uow:
-        if actor is not None:
-            # OWASP API6: one principal cannot sit on unlimited unpaid seats. Counted without a lock,
-            # so concurrent holds of one principal may pass the cap by their own number at most.
-            unpaid = await repo.unpaid_seats_of(uow.conn, actor.id, cap=actor.max_unpaid_seats)
-            if unpaid + seats > actor.max_unpaid_seats:
-                raise HoldLimitReached(
-                    f"you hold {unpaid} unpaid seats; your plan allows {actor.max_unpaid_seats}. "
-                    "Pay, release or let some holds expire first.",
-                    limit=actor.max_unpaid_seats,
-                )
         taken: dict[uuid.UUID, inventory.TakenSeats] = {}
         # Sorted, so concurrent multi-segment holds lock counters in one global order.
-        for seg in sorted(cmd.segments, key=lambda s: (str(s.flight_id), s.booking_class)):
-            taken[seg.flight_id] = await inventory.take_seats(
-                uow.conn,
-                flight_id=seg.flight_id,
-                booking_class=seg.booking_class,
-                seats=seats,
-                now=now,
-            )
+        for i, seg in enumerate(sorted(cmd.segments, key=lambda s: (str(s.flight_id), s.booking_class))):
+            # OWASP API6: one principal cannot sit on unlimited unpaid seats. Checked by the first
+            # segment's seat-taking statement itself (no round trip of its own), counted without a
+            # lock, so concurrent holds of one principal may pass the cap by their own number at most.
+            guarded = actor is not None and i == 0
+            try:
+                taken[seg.flight_id] = await inventory.take_seats(
+                    uow.conn,
+                    flight_id=seg.flight_id,
+                    booking_class=seg.booking_class,
+                    seats=seats,
+                    now=now,
+                    guard=repo.UNPAID_CAP_GUARD if guarded else None,
+                    guard_params=repo.unpaid_cap_params(actor.id, cap=actor.max_unpaid_seats)
+                    if actor is not None and guarded
+                    else None,
+                )
+            except DomainError:
+                if actor is not None and guarded:
+                    # Refused: by the cap or by the inventory? The cap answers first, as it always has.
+                    unpaid = await repo.unpaid_seats_of(uow.conn, actor.id, cap=actor.max_unpaid_seats)
+                    if unpaid + seats > actor.max_unpaid_seats:
+                        raise HoldLimitReached(
+                            f"you hold {unpaid} unpaid seats; your plan allows {actor.max_unpaid_seats}. "
+                            "Pay, release or let some holds expire first.",
+                            limit=actor.max_unpaid_seats,
+                        ) from None
+                raise
         itinerary = [taken[s.flight_id] for s in cmd.segments]
         for earlier, later in pairwise(itinerary):
             if later.departure_at <= earlier.arrival_at:
