@@ -269,10 +269,9 @@ def _unpaid_seats_subquery() -> sa.ScalarSelect[Any]:
 # The unpaid-seat cap as a condition of the seat-taking statement (built once): the principal's
 # unpaid seats, counted like ``unpaid_seats_of``, plus the seats asked for, within the cap. It costs
 # no round trip of its own; on a refusal the caller counts again to tell the cap from a sell-out.
-UNPAID_CAP_GUARD: sa.ColumnElement[bool] = (
-    _unpaid_seats_subquery() + sa.bindparam("n", type_=sa.Integer)
-    <= sa.bindparam("unpaid_cap", type_=sa.Integer)
-)
+UNPAID_CAP_GUARD: sa.ColumnElement[bool] = _unpaid_seats_subquery() + sa.bindparam(
+    "n", type_=sa.Integer
+) <= sa.bindparam("unpaid_cap", type_=sa.Integer)
 
 
 def unpaid_cap_params(principal_id: uuid.UUID, *, cap: int) -> dict[str, Any]:
