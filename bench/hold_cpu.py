@@ -166,6 +166,13 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         await round_(args.warmup)  # caches, statement compilation, pool
         set_auth(False)
         await round_(args.warmup)
+        if args.profile:
+            import cProfile
+
+            set_auth(True)
+            with cProfile.Profile() as prof:
+                await round_(args.requests)
+            prof.dump_stats(args.profile)
         for _ in range(args.rounds):
             for variant, on in (("with_auth", True), ("without_auth", False)):
                 set_auth(on)
@@ -200,6 +207,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=500, help="Unmeasured holds per variant before the rounds.")
     ap.add_argument("--concurrency", type=int, default=32, help="Concurrent in-process callers.")
     ap.add_argument("--clients", type=int, default=64, help="Distinct principals (bench agents).")
+    ap.add_argument("--profile", help="Also write a cProfile of one round with authentication to this file.")
     args = ap.parse_args()
     os.environ["SKYBOOK_DATABASE_URL"] = args.database_url
     os.environ.setdefault("SKYBOOK_RUN_WORKERS", "false")

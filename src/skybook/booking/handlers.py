@@ -61,10 +61,6 @@ from skybook.platform.security import Principal
 from skybook.platform.uow import UnitOfWork
 
 LIVE = (OrderStatus.HELD, OrderStatus.CONFIRMED)
-# Built once: a statement whose values arrive as parameters is compiled once and then found in the
-# cache by identity, instead of being rebuilt (and its cache key recomputed) on every hold.
-_INSERT_ORDER = sa.insert(orders)
-_INSERT_SEGMENTS = sa.insert(order_segments)
 # A payment left pending this long (its process died mid-call) no longer shields the order from expiry.
 STALE_PAYMENT = timedelta(minutes=5)
 
@@ -159,40 +155,34 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
             raise InvalidRequest("all segments of a hold must be priced in one currency")
         total = sum(cmd.party.price(t.fare_amount) for t in itinerary)
         expires_at = now + deps.hold_ttl
-        await uow.conn.execute(
-            _INSERT_ORDER,
+        order_row = {
+            "id": order_id,
+            "status": OrderStatus.HELD,
+            "tenant_id": actor.tenant_id if actor else None,
+            "created_by": actor.id if actor else None,
+            "adults": cmd.party.adults,
+            "children": cmd.party.children,
+            "infants": cmd.party.infants,
+            "total_amount": total,
+            "currency": itinerary[0].currency,
+            "expires_at": expires_at,
+            "created_at": now,
+        }
+        segment_rows = [
             {
-                "id": order_id,
-                "status": OrderStatus.HELD,
-                "tenant_id": actor.tenant_id if actor else None,
-                "created_by": actor.id if actor else None,
-                "adults": cmd.party.adults,
-                "children": cmd.party.children,
-                "infants": cmd.party.infants,
-                "total_amount": total,
-                "currency": itinerary[0].currency,
-                "expires_at": expires_at,
-                "created_at": now,
-            },
-        )
-        await uow.conn.execute(
-            _INSERT_SEGMENTS,
-            [
-                {
-                    "order_id": order_id,
-                    "segment_no": i,
-                    "flight_id": t.flight_id,
-                    "booking_class": t.booking_class,
-                    "booking_class_id": t.booking_class_id,
-                    "cabin": t.cabin,
-                    "cabin_id": t.cabin_id,
-                    "seats": seats,
-                    "fare_amount": t.fare_amount,
-                    "currency": t.currency,
-                }
-                for i, t in enumerate(itinerary, start=1)
-            ],
-        )
+                "order_id": order_id,
+                "segment_no": i,
+                "flight_id": t.flight_id,
+                "booking_class": t.booking_class,
+                "booking_class_id": t.booking_class_id,
+                "cabin": t.cabin,
+                "cabin_id": t.cabin_id,
+                "seats": seats,
+                "fare_amount": t.fare_amount,
+                "currency": t.currency,
+            }
+            for i, t in enumerate(itinerary, start=1)
+        ]
         uow.emit(
             Event(
                 type="hold.created",
@@ -208,7 +198,8 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
             ),
             _inventory_changed(list(taken), "hold", order_id),
         )
-        await uow.commit()
+        # The order, its segments and its events in one statement on PostgreSQL (one round trip).
+        await uow.commit(inserts=[(orders, [order_row]), (order_segments, segment_rows)])
     return HeldOrder(
         id=order_id,
         party=cmd.party,
