@@ -159,13 +159,14 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             "loadavg_1m": os.getloadavg()[0],
         }
 
+    variants = set(args.variants.split(","))
     results: dict[str, list[dict[str, Any]]] = {"with_auth": [], "without_auth": []}
     lifespan: Callable[[Any], Any] = app.router.lifespan_context
     async with lifespan(app):
-        set_auth(True)
-        await round_(args.warmup)  # caches, statement compilation, pool
-        set_auth(False)
-        await round_(args.warmup)
+        for variant, on in (("with_auth", True), ("without_auth", False)):
+            if variant in variants:
+                set_auth(on)
+                await round_(args.warmup)  # caches, statement compilation, pool
         if args.profile:
             import cProfile
 
@@ -175,11 +176,13 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             prof.dump_stats(args.profile)
         for _ in range(args.rounds):
             for variant, on in (("with_auth", True), ("without_auth", False)):
-                set_auth(on)
-                results[variant].append(await round_(args.requests))
+                if variant in variants:
+                    set_auth(on)
+                    results[variant].append(await round_(args.requests))
 
     def median(variant: str) -> float:
-        return statistics.median(r["cpu_ms_per_hold"] for r in results[variant])
+        rounds = results[variant]
+        return statistics.median(r["cpu_ms_per_hold"] for r in rounds) if rounds else float("nan")
 
     with_auth, without = median("with_auth"), median("without_auth")
     return {
@@ -207,6 +210,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=500, help="Unmeasured holds per variant before the rounds.")
     ap.add_argument("--concurrency", type=int, default=32, help="Concurrent in-process callers.")
     ap.add_argument("--clients", type=int, default=64, help="Distinct principals (bench agents).")
+    ap.add_argument("--variants", default="with_auth,without_auth", help="Which variants to run.")
     ap.add_argument("--profile", help="Also write a cProfile of one round with authentication to this file.")
     args = ap.parse_args()
     os.environ["SKYBOOK_DATABASE_URL"] = args.database_url
