@@ -51,16 +51,24 @@ class _TTLCache:
 
 
 PrincipalKey = tuple[str, uuid.UUID]
+_EARLY = 0.7  # share of the ttl after which a batch reload starts in the background
+
+
+def _ignore_outcome(task: asyncio.Future[None]) -> None:
+    # A failed background reload is not fatal: the next request past the ttl reloads and sees it.
+    if not task.cancelled():
+        task.exception()
 
 
 class _PrincipalCache:
     """Principals by (kind, id), each served for at most ``ttl`` seconds after its load began.
 
-    A principal seen for the first time is loaded alone. When a cached one is out of date, every
-    principal used within the last ``ttl`` is reloaded by one shared batch query (concurrent
-    requests wait for the same batch), so they all fall due together again: one query per
-    ``ttl`` for the whole process, however many principals are active. Principals unused for a
-    whole ``ttl`` are dropped at that moment.
+    A principal seen for the first time is loaded alone. Every principal used within the last
+    ``ttl`` is reloaded by one shared batch query, so they all fall due together: one query per
+    ``ttl`` for the whole process, however many principals are active. The batch starts in the
+    background once a principal in use is 70 % through its ``ttl``; a request that finds its
+    principal out of date waits for the batch (never serves it stale). Principals unused for a
+    whole ``ttl`` are dropped by the batch.
     """
 
     def __init__(
@@ -84,7 +92,13 @@ class _PrincipalCache:
             if hit is None:
                 break
             self._used[key] = now
-            if now - hit[0] < self.ttl:
+            age = now - hit[0]
+            if age < self.ttl:
+                if age > self.ttl * _EARLY and (self._batch is None or self._batch.done()):
+                    # Reload in the background before the second is up, so requests rarely wait
+                    # for it (and do not all stall, then all rush to the database, together).
+                    self._batch = asyncio.ensure_future(self._reload_recent())
+                    self._batch.add_done_callback(_ignore_outcome)
                 return hit[1]
             if attempt < 2:
                 # A batch already under way may have begun before this key was due; then the next one.
