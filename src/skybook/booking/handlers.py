@@ -48,6 +48,7 @@ from skybook.payments import Outcome, PaymentProvider, payments, refunds
 from skybook.platform.clock import Clock
 from skybook.platform.errors import (
     AlreadyPaid,
+    DomainError,
     HoldExpired,
     HoldLimitReached,
     InvalidRequest,
@@ -62,10 +63,6 @@ from skybook.platform.security import Principal
 from skybook.platform.uow import UnitOfWork
 
 LIVE = (OrderStatus.HELD, OrderStatus.CONFIRMED)
-# Built once: a statement whose values arrive as parameters is compiled once and then found in the
-# cache by identity, instead of being rebuilt (and its cache key recomputed) on every hold.
-_INSERT_ORDER = sa.insert(orders)
-_INSERT_SEGMENTS = sa.insert(order_segments)
 # A payment left pending this long (its process died mid-call) no longer shields the order from expiry.
 STALE_PAYMENT = timedelta(minutes=5)
 
@@ -121,26 +118,36 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
     seats = cmd.party.seats
     actor = cmd.actor
     async with deps.uow() as uow:
-        if actor is not None:
-            # OWASP API6: one principal cannot sit on unlimited unpaid seats. Counted without a lock,
-            # so concurrent holds of one principal may pass the cap by their own number at most.
-            unpaid = await repo.unpaid_seats_of(uow.conn, actor.id, cap=actor.max_unpaid_seats)
-            if unpaid + seats > actor.max_unpaid_seats:
-                raise HoldLimitReached(
-                    f"you hold {unpaid} unpaid seats; your plan allows {actor.max_unpaid_seats}. "
-                    "Pay, release or let some holds expire first.",
-                    limit=actor.max_unpaid_seats,
-                )
         taken: dict[uuid.UUID, inventory.TakenSeats] = {}
         # Sorted, so concurrent multi-segment holds lock counters in one global order.
-        for seg in sorted(cmd.segments, key=lambda s: (str(s.flight_id), s.booking_class)):
-            taken[seg.flight_id] = await inventory.take_seats(
-                uow.conn,
-                flight_id=seg.flight_id,
-                booking_class=seg.booking_class,
-                seats=seats,
-                now=now,
-            )
+        for i, seg in enumerate(sorted(cmd.segments, key=lambda s: (str(s.flight_id), s.booking_class))):
+            # OWASP API6: one principal cannot sit on unlimited unpaid seats. Checked by the first
+            # segment's seat-taking statement itself (no round trip of its own), counted without a
+            # lock, so concurrent holds of one principal may pass the cap by their own number at most.
+            guarded = actor is not None and i == 0
+            try:
+                taken[seg.flight_id] = await inventory.take_seats(
+                    uow.conn,
+                    flight_id=seg.flight_id,
+                    booking_class=seg.booking_class,
+                    seats=seats,
+                    now=now,
+                    guard=repo.UNPAID_CAP_GUARD if guarded else None,
+                    guard_params=repo.unpaid_cap_params(actor.id, cap=actor.max_unpaid_seats)
+                    if actor is not None and guarded
+                    else None,
+                )
+            except DomainError:
+                if actor is not None and guarded:
+                    # Refused: by the cap or by the inventory? The cap answers first, as it always has.
+                    unpaid = await repo.unpaid_seats_of(uow.conn, actor.id, cap=actor.max_unpaid_seats)
+                    if unpaid + seats > actor.max_unpaid_seats:
+                        raise HoldLimitReached(
+                            f"you hold {unpaid} unpaid seats; your plan allows {actor.max_unpaid_seats}. "
+                            "Pay, release or let some holds expire first.",
+                            limit=actor.max_unpaid_seats,
+                        ) from None
+                raise
         itinerary = [taken[s.flight_id] for s in cmd.segments]
         for earlier, later in pairwise(itinerary):
             if later.departure_at <= earlier.arrival_at:
@@ -150,40 +157,34 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
             raise InvalidRequest("all segments of a hold must be priced in one currency")
         total = sum(cmd.party.price(t.fare_amount) for t in itinerary)
         expires_at = now + deps.hold_ttl
-        await uow.conn.execute(
-            _INSERT_ORDER,
+        order_row = {
+            "id": order_id,
+            "status": OrderStatus.HELD,
+            "tenant_id": actor.tenant_id if actor else None,
+            "created_by": actor.id if actor else None,
+            "adults": cmd.party.adults,
+            "children": cmd.party.children,
+            "infants": cmd.party.infants,
+            "total_amount": total,
+            "currency": itinerary[0].currency,
+            "expires_at": expires_at,
+            "created_at": now,
+        }
+        segment_rows = [
             {
-                "id": order_id,
-                "status": OrderStatus.HELD,
-                "tenant_id": actor.tenant_id if actor else None,
-                "created_by": actor.id if actor else None,
-                "adults": cmd.party.adults,
-                "children": cmd.party.children,
-                "infants": cmd.party.infants,
-                "total_amount": total,
-                "currency": itinerary[0].currency,
-                "expires_at": expires_at,
-                "created_at": now,
-            },
-        )
-        await uow.conn.execute(
-            _INSERT_SEGMENTS,
-            [
-                {
-                    "order_id": order_id,
-                    "segment_no": i,
-                    "flight_id": t.flight_id,
-                    "booking_class": t.booking_class,
-                    "booking_class_id": t.booking_class_id,
-                    "cabin": t.cabin,
-                    "cabin_id": t.cabin_id,
-                    "seats": seats,
-                    "fare_amount": t.fare_amount,
-                    "currency": t.currency,
-                }
-                for i, t in enumerate(itinerary, start=1)
-            ],
-        )
+                "order_id": order_id,
+                "segment_no": i,
+                "flight_id": t.flight_id,
+                "booking_class": t.booking_class,
+                "booking_class_id": t.booking_class_id,
+                "cabin": t.cabin,
+                "cabin_id": t.cabin_id,
+                "seats": seats,
+                "fare_amount": t.fare_amount,
+                "currency": t.currency,
+            }
+            for i, t in enumerate(itinerary, start=1)
+        ]
         uow.emit(
             Event(
                 type="hold.created",
@@ -199,7 +200,8 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
             ),
             _inventory_changed(list(taken), "hold", order_id),
         )
-        await uow.commit()
+        # The order, its segments and its events in one statement on PostgreSQL (one round trip).
+        await uow.commit(inserts=[(orders, [order_row]), (order_segments, segment_rows)])
     return HeldOrder(
         id=order_id,
         party=cmd.party,

@@ -266,3 +266,29 @@ async def try_lock_order(conn: AsyncConnection, order_id: uuid.UUID) -> OrderRow
         await conn.execute(sa.select(orders).where(orders.c.id == order_id).with_for_update(skip_locked=True))
     ).first()
     return None if row is None else _order(row)
+
+
+def _unpaid_seats_subquery() -> sa.ScalarSelect[Any]:
+    live = (
+        sa.select((orders.c.adults + orders.c.children).label("seats"))
+        .where(
+            orders.c.created_by == sa.bindparam("unpaid_owner", type_=orders.c.created_by.type),
+            orders.c.status.in_(["held", "confirmed"]),
+        )
+        .limit(sa.bindparam("unpaid_scan", type_=sa.Integer))
+        .subquery()
+    )
+    return sa.select(sa.func.coalesce(sa.func.sum(live.c.seats), 0)).scalar_subquery()
+
+
+# The unpaid-seat cap as a condition of the seat-taking statement (built once): the principal's
+# unpaid seats, counted like ``unpaid_seats_of``, plus the seats asked for, within the cap. It costs
+# no round trip of its own; on a refusal the caller counts again to tell the cap from a sell-out.
+UNPAID_CAP_GUARD: sa.ColumnElement[bool] = _unpaid_seats_subquery() + sa.bindparam(
+    "n", type_=sa.Integer
+) <= sa.bindparam("unpaid_cap", type_=sa.Integer)
+
+
+def unpaid_cap_params(principal_id: uuid.UUID, *, cap: int) -> dict[str, Any]:
+    """Values of ``UNPAID_CAP_GUARD`` for one principal and its plan's cap."""
+    return {"unpaid_owner": principal_id, "unpaid_scan": cap + 1, "unpaid_cap": cap}

@@ -1,12 +1,14 @@
 """Authentication of every request: Bearer access tokens (JWT) and API keys.
 
-Looks of users and keys are cached for at most a second per process, so logout, password
-change, role change and key revocation take effect everywhere within a second while a busy
-client costs one database read per second, not one per request.
+Look-ups of users and keys are cached for at most a second per process, so logout, password
+change, role change and key revocation take effect everywhere within a second. When a cached
+principal's second is up, one query reloads every principal the process used in the last second,
+so a busy process costs one database read per second in all, not one per active principal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,7 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
-from skybook.identity.handlers import PrincipalRow, api_key_subject, load_principal, touch_api_key
+from skybook.identity.handlers import PrincipalRow, api_key_subject, load_principal, load_principals, touch_api_key
 from skybook.identity.model import Unauthenticated
 from skybook.identity.tokens import AccessClaims, InvalidToken, TokenService, digest
 from skybook.platform.clock import Clock
@@ -48,6 +50,93 @@ class _TTLCache:
         self._data.clear()
 
 
+PrincipalKey = tuple[str, uuid.UUID]
+_EARLY = 0.7  # share of the ttl after which a batch reload starts in the background
+
+
+def _ignore_outcome(task: asyncio.Future[None]) -> None:
+    # A failed background reload is not fatal: the next request past the ttl reloads and sees it.
+    if not task.cancelled():
+        task.exception()
+
+
+class _PrincipalCache:
+    """Principals by (kind, id), each served for at most ``ttl`` seconds after its load began.
+
+    A principal seen for the first time is loaded alone. Every principal used within the last
+    ``ttl`` is reloaded by one shared batch query, so they all fall due together: one query per
+    ``ttl`` for the whole process, however many principals are active. The batch starts in the
+    background once a principal in use is 70 % through its ``ttl``; a request that finds its
+    principal out of date waits for the batch (never serves it stale). Principals unused for a
+    whole ``ttl`` are dropped by the batch.
+    """
+
+    def __init__(
+        self,
+        ttl: float,
+        load_one: Callable[[PrincipalKey], Awaitable[PrincipalRow | None]],
+        load_many: Callable[[list[PrincipalKey]], Awaitable[dict[PrincipalKey, PrincipalRow | None]]],
+    ) -> None:
+        self.ttl = ttl
+        self._load_one = load_one
+        self._load_many = load_many
+        self._rows: dict[PrincipalKey, tuple[float, PrincipalRow | None]] = {}  # key -> (load began, row)
+        self._used: dict[PrincipalKey, float] = {}
+        self._batch: asyncio.Future[None] | None = None
+        self._generation = 0  # bumped by clear(): loads begun before it are not stored
+
+    async def get(self, key: PrincipalKey) -> PrincipalRow | None:
+        for attempt in range(3):
+            now = time.monotonic()
+            hit = self._rows.get(key)
+            if hit is None:
+                break
+            self._used[key] = now
+            age = now - hit[0]
+            if age < self.ttl:
+                if age > self.ttl * _EARLY and (self._batch is None or self._batch.done()):
+                    # Reload in the background before the second is up, so requests rarely wait
+                    # for it (and do not all stall, then all rush to the database, together).
+                    self._batch = asyncio.ensure_future(self._reload_recent())
+                    self._batch.add_done_callback(_ignore_outcome)
+                return hit[1]
+            if attempt < 2:
+                # A batch already under way may have begun before this key was due; then the next one.
+                await self._refresh()
+        began, generation = time.monotonic(), self._generation
+        row = await self._load_one(key)
+        if generation == self._generation:
+            if len(self._rows) >= _CACHE_MAX:
+                self.clear()
+            self._rows[key] = (began, row)
+            self._used[key] = began
+        return row
+
+    async def _refresh(self) -> None:
+        batch = self._batch
+        if batch is None or batch.done():
+            batch = self._batch = asyncio.ensure_future(self._reload_recent())
+        # Shielded: a request that gives up must not cancel the batch others wait for.
+        await asyncio.shield(batch)
+
+    async def _reload_recent(self) -> None:
+        began, generation = time.monotonic(), self._generation
+        recent = [k for k, used in self._used.items() if began - used < self.ttl]
+        rows = await self._load_many(recent)
+        if generation != self._generation:
+            return
+        for k in recent:
+            self._rows[k] = (began, rows.get(k))
+        for k in [k for k, used in self._used.items() if began - used >= self.ttl]:
+            del self._used[k]
+            self._rows.pop(k, None)
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._rows.clear()
+        self._used.clear()
+
+
 class Authenticator:
     """Resolves the ``Authorization`` header to a principal, or answers 401."""
 
@@ -57,7 +146,7 @@ class Authenticator:
         self.engine = engine
         self.tokens = tokens
         self.clock = clock
-        self._principals = _TTLCache(cache_seconds)
+        self._principals = _PrincipalCache(cache_seconds, self._load_principal, self._load_principals)
         self._keys = _TTLCache(cache_seconds)
         self._verified: dict[str, AccessClaims] = {}
 
@@ -112,12 +201,15 @@ class Authenticator:
         return row.principal
 
     async def _principal(self, subject: uuid.UUID, kind: str) -> PrincipalRow | None:
-        async def load() -> PrincipalRow | None:
-            async with self.engine.connect() as conn:
-                return await load_principal(conn, subject, kind)
+        return await self._principals.get((kind, subject))
 
-        row: PrincipalRow | None = await self._principals.get((kind, subject), load)
-        return row
+    async def _load_principal(self, key: PrincipalKey) -> PrincipalRow | None:
+        async with self.engine.connect() as conn:
+            return await load_principal(conn, key[1], key[0])
+
+    async def _load_principals(self, keys: list[PrincipalKey]) -> dict[PrincipalKey, PrincipalRow | None]:
+        async with self.engine.connect() as conn:
+            return await load_principals(conn, keys)
 
     def forget(self) -> None:
         """Drop cached look-ups (tests, and after this process itself revoked something)."""

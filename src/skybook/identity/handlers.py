@@ -88,51 +88,74 @@ def _principal(row: Any, **fields: Any) -> Principal:
     )
 
 
+_USER_COLUMNS = (
+    users.c.id,
+    users.c.tenant_id,
+    users.c.role,
+    users.c.status,
+    users.c.email,
+    users.c.session_version,
+    tenants.c.plan_code,
+    *_PLAN_LIMITS,
+)
+_KEY_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.tenant_id,
+    api_keys.c.scopes,
+    api_keys.c.revoked_at,
+    tenants.c.plan_code,
+    *_PLAN_LIMITS,
+)
+_USERS_WITH_PLAN = (
+    sa.select(*_USER_COLUMNS)
+    .join(tenants, tenants.c.id == users.c.tenant_id)
+    .join(plans, plans.c.code == tenants.c.plan_code)
+)
+_KEYS_WITH_PLAN = (
+    sa.select(*_KEY_COLUMNS)
+    .join(tenants, tenants.c.id == api_keys.c.tenant_id)
+    .join(plans, plans.c.code == tenants.c.plan_code)
+)
+# Built once; the ids arrive as parameters (an expanding IN for the batch look-up).
+_ONE_USER = _USERS_WITH_PLAN.where(users.c.id == sa.bindparam("subject"))
+_ONE_KEY = _KEYS_WITH_PLAN.where(api_keys.c.id == sa.bindparam("subject"))
+_SOME_USERS = _USERS_WITH_PLAN.where(users.c.id.in_(sa.bindparam("subjects", expanding=True)))
+_SOME_KEYS = _KEYS_WITH_PLAN.where(api_keys.c.id.in_(sa.bindparam("subjects", expanding=True)))
+_BATCH = 500
+
+
+def _user_row(row: Any) -> PrincipalRow:
+    principal = _principal(row, id=row.id, kind="user", role=Role(row.role), email=row.email)
+    return PrincipalRow(principal, row.session_version, row.status == "active")
+
+
+def _key_row(row: Any) -> PrincipalRow:
+    principal = _principal(row, id=row.id, kind="api_key", role=Role.AGENT, scopes=frozenset(row.scopes))
+    return PrincipalRow(principal, 0, row.revoked_at is None)
+
+
 async def load_principal(conn: AsyncConnection, subject: uuid.UUID, kind: str) -> PrincipalRow | None:
     """The principal behind a token subject (a user or an API key), with its plan's limits."""
     if kind == "user":
-        row = (
-            await conn.execute(
-                sa.select(
-                    users.c.id,
-                    users.c.tenant_id,
-                    users.c.role,
-                    users.c.status,
-                    users.c.email,
-                    users.c.session_version,
-                    tenants.c.plan_code,
-                    *_PLAN_LIMITS,
-                )
-                .join(tenants, tenants.c.id == users.c.tenant_id)
-                .join(plans, plans.c.code == tenants.c.plan_code)
-                .where(users.c.id == subject)
-            )
-        ).first()
-        if row is None:
-            return None
-        principal = _principal(row, id=row.id, kind="user", role=Role(row.role), email=row.email)
-        return PrincipalRow(principal, row.session_version, row.status == "active")
+        row = (await conn.execute(_ONE_USER, {"subject": subject})).first()
+        return None if row is None else _user_row(row)
     if kind == "api_key":
-        key = (
-            await conn.execute(
-                sa.select(
-                    api_keys.c.id,
-                    api_keys.c.tenant_id,
-                    api_keys.c.scopes,
-                    api_keys.c.revoked_at,
-                    tenants.c.plan_code,
-                    *_PLAN_LIMITS,
-                )
-                .join(tenants, tenants.c.id == api_keys.c.tenant_id)
-                .join(plans, plans.c.code == tenants.c.plan_code)
-                .where(api_keys.c.id == subject)
-            )
-        ).first()
-        if key is None:
-            return None
-        principal = _principal(key, id=key.id, kind="api_key", role=Role.AGENT, scopes=frozenset(key.scopes))
-        return PrincipalRow(principal, 0, key.revoked_at is None)
+        key = (await conn.execute(_ONE_KEY, {"subject": subject})).first()
+        return None if key is None else _key_row(key)
     return None
+
+
+async def load_principals(
+    conn: AsyncConnection, subjects: list[tuple[str, uuid.UUID]]
+) -> dict[tuple[str, uuid.UUID], PrincipalRow | None]:
+    """``load_principal`` for many subjects at once: one query per kind and 500 subjects."""
+    found: dict[tuple[str, uuid.UUID], PrincipalRow | None] = dict.fromkeys(subjects)
+    for kind, stmt, convert in (("user", _SOME_USERS, _user_row), ("api_key", _SOME_KEYS, _key_row)):
+        ids = [subject for k, subject in subjects if k == kind]
+        for start in range(0, len(ids), _BATCH):
+            for row in await conn.execute(stmt, {"subjects": ids[start : start + _BATCH]}):
+                found[(kind, row.id)] = convert(row)
+    return found
 
 
 async def api_key_subject(conn: AsyncConnection, credential: str, now: datetime) -> uuid.UUID | None:

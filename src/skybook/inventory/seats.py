@@ -9,10 +9,10 @@ a cycle.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -74,15 +74,10 @@ _flight_details = (
 )
 _flight_airports = (_origin.c.iata == fl.origin, _destination.c.iata == fl.destination)
 
-# PostgreSQL: one statement checks the flight is on sale and the class has room, takes the seats
-# and returns what the hold needs to price and describe the segment (UPDATE ... FROM ... RETURNING),
-# the airports' time zones included so the hold can be answered without reading it back.
-_take_class_returning_flight = (
-    sa.update(booking_classes)
-    .where(*_class_has_room, *_flight_on_sale, *_flight_airports)
-    .values(held=bc.held + sa.bindparam("n"))
-    .returning(bc.id, bc.cabin_id, bc.fare_amount, bc.currency, *_flight_details)
-)
+# PostgreSQL takes the seats with one statement (``_take_both`` below): it checks the flight is on
+# sale and the class has room, takes the seats in the class and in its cabin, and returns what the
+# hold needs to price and describe the segment, the airports' time zones included, so the hold can
+# be answered without reading it back.
 # SQLite's RETURNING cannot name another table's columns, so it reads the flight separately.
 _take_class = (
     sa.update(booking_classes)
@@ -103,29 +98,96 @@ _take_cabin = (
 )
 
 
-async def take_seats(
-    conn: AsyncConnection, *, flight_id: uuid.UUID, booking_class: str, seats: int, now: datetime
-) -> TakenSeats:
-    """Hold ``seats`` in a booking class, or raise sold_out / booking_class_closed / not found."""
-    params = {"fid": flight_id, "p_code": booking_class, "n": seats, "now": now}
-    postgres = conn.dialect.name == "postgresql"
-    row = (await conn.execute(_take_class_returning_flight if postgres else _take_class, params)).first()
-    if row is None:
-        await _explain_refusal(conn, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
-        raise AssertionError("unreachable")  # pragma: no cover
-    cabin = (await conn.execute(_take_cabin, {"cid": row.cabin_id, "n": seats})).first()
-    if cabin is None:
-        raise SoldOut(
-            f"the cabin of booking class {booking_class} has fewer than {seats} seats left",
-            flight_id=str(flight_id),
+# PostgreSQL, one round trip: the class UPDATE above and the cabin's as data-modifying CTEs, built
+# per guard (see ``take_seats``) and kept, so each variant is compiled once.
+_take_both_cache: dict[int, tuple[sa.ColumnElement[bool] | None, sa.Select[Any]]] = {}
+
+
+def _take_both(guard: sa.ColumnElement[bool] | None) -> sa.Select[Any]:
+    cached = _take_both_cache.get(id(guard))
+    if cached is not None and cached[0] is guard:
+        return cached[1]
+    where = [*_class_has_room, *_flight_on_sale, *_flight_airports]
+    if guard is not None:
+        where.append(guard)
+    klass = (
+        sa.update(booking_classes)
+        .where(*where)
+        .values(held=bc.held + sa.bindparam("n"))
+        .returning(bc.id, bc.cabin_id, bc.fare_amount, bc.currency, *_flight_details)
+        .cte("klass")
+    )
+    cabin = (
+        sa.update(flight_cabins)
+        .where(
+            cab.id == klass.c.cabin_id,
+            cab.held + cab.sold + sa.bindparam("n") <= cab.capacity + cab.overbooking_limit,
         )
-    flight = row if postgres else (await conn.execute(_select_flight, {"fid": flight_id})).one()
+        .values(held=cab.held + sa.bindparam("n"))
+        .returning(cab.id.label("taken_cabin_id"), cab.cabin_code)
+        .cte("cabin")
+    )
+    stmt = sa.select(klass, cabin.c.cabin_code).select_from(
+        klass.outerjoin(cabin, cabin.c.taken_cabin_id == klass.c.cabin_id)
+    )
+    _take_both_cache[id(guard)] = (guard, stmt)
+    return stmt
+
+
+async def take_seats(
+    conn: AsyncConnection,
+    *,
+    flight_id: uuid.UUID,
+    booking_class: str,
+    seats: int,
+    now: datetime,
+    guard: sa.ColumnElement[bool] | None = None,
+    guard_params: Mapping[str, Any] | None = None,
+) -> TakenSeats:
+    """Hold ``seats`` in a booking class, or raise sold_out / booking_class_closed / not found.
+
+    ``guard`` is a condition of the caller's (built once, with its values in ``guard_params``)
+    that must also hold for the seats to be taken; it is evaluated in the seat-taking statement
+    itself, so it costs no round trip. When seats are refused the caller cannot tell from the
+    error whether the guard or the inventory refused; a caller that passes a guard checks it
+    again on refusal.
+    """
+    params: dict[str, Any] = {"fid": flight_id, "p_code": booking_class, "n": seats, "now": now}
+    if guard_params:
+        params.update(guard_params)
+    if conn.dialect.name == "postgresql":
+        row = (await conn.execute(_take_both(guard), params)).first()
+        if row is None:
+            await _explain_refusal(conn, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
+            raise AssertionError("unreachable")  # pragma: no cover
+        if row.cabin_code is None:
+            # The class UPDATE took seats the cabin does not have: the caller's transaction rolls back.
+            raise SoldOut(
+                f"the cabin of booking class {booking_class} has fewer than {seats} seats left",
+                flight_id=str(flight_id),
+            )
+        cabin_code: str = row.cabin_code
+        flight: Any = row
+    else:
+        take = _take_class if guard is None else _take_class.where(guard)
+        row = (await conn.execute(take, params)).first()
+        if row is None:
+            await _explain_refusal(conn, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
+            raise AssertionError("unreachable")  # pragma: no cover
+        cabin = (await conn.execute(_take_cabin, {"cid": row.cabin_id, "n": seats})).first()
+        if cabin is None:
+            raise SoldOut(
+                f"the cabin of booking class {booking_class} has fewer than {seats} seats left",
+                flight_id=str(flight_id),
+            )
+        cabin_code = cabin.cabin_code
+        flight = (await conn.execute(_select_flight, {"fid": flight_id})).one()
     return TakenSeats(
         flight_id=flight_id,
         booking_class=booking_class,
         booking_class_id=row.id,
         cabin_id=row.cabin_id,
-        cabin=cabin.cabin_code,
+        cabin=cabin_code,
         fare_amount=row.fare_amount,
         currency=row.currency,
         seats=seats,
