@@ -117,15 +117,18 @@ async def database_figures(started: datetime, ended: datetime, drain_timeout: fl
         report,
         run_audit,
     )
+    from skybook.platform.messaging import load_consumers
     from skybook.platform.outbox import inbox, outbox
     from skybook.settings import Settings
 
     settings = Settings()
     container = bootstrap(settings)
-    subs = [Subscription(c.name, c.event_types) for c in container.consumers()]
+    subs = [
+        Subscription(c.name, c.event_types) for c in container.consumers() + load_consumers(settings.extra_consumers)
+    ]
     markers = markers_for(
-        kafka=bool(getattr(settings, "kafka_bootstrap_servers", None)),
-        rabbitmq=bool(getattr(settings, "rabbitmq_url", None)),
+        kafka=bool(settings.kafka_bootstrap_servers),
+        rabbitmq=bool(settings.rabbitmq_url),
     )
     try:
         drain_start = time.monotonic()

@@ -269,18 +269,22 @@ def audit(
     """Check the whole database for consistency; prints JSON, exits 1 when a check fails."""
     from skybook.bootstrap import bootstrap
     from skybook.ops.audit import Subscription, markers_for, report, run_audit
+    from skybook.platform.messaging import load_consumers
 
     settings = Settings()
     # Scaled out, the relay marks each broker it publishes to; embedded, the dispatcher marks dispatched_at.
     markers = markers_for(
-        kafka=bool(getattr(settings, "kafka_bootstrap_servers", None)),
-        rabbitmq=bool(getattr(settings, "rabbitmq_url", None)),
+        kafka=bool(settings.kafka_bootstrap_servers),
+        rabbitmq=bool(settings.rabbitmq_url),
     )
 
     async def run() -> dict[str, object]:
         container = bootstrap(settings)
         try:
-            subs = [Subscription(c.name, c.event_types) for c in container.consumers()]
+            subs = [
+                Subscription(c.name, c.event_types)
+                for c in container.consumers() + load_consumers(settings.extra_consumers)
+            ]
             return report(await run_audit(container.engine, subs, markers), max_rows)
         finally:
             await container.engine.dispose()

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from skybook.platform.clock import Clock
 from skybook.platform.dispatcher import Consumer
 from skybook.platform.events import Event
+from skybook.platform.logs import handling_event
 from skybook.platform.messaging import ATTEMPTS_HEADER, Names, decode
 from skybook.platform.messaging.metrics import WORKER_BATCH, WORKER_HANDLED
 from skybook.platform.outbox import claim_inbox, claim_inbox_many, dead_letters
@@ -61,7 +62,8 @@ class Handling:
         async with self._uow() as uow:
             fresh = await claim_inbox(uow.conn, consumer=self.consumer.name, event=event)
             if fresh:
-                await self.consumer.handle(event, uow)
+                with handling_event(event, self.consumer.name):
+                    await self.consumer.handle(event, uow)
             await uow.commit()
         return fresh
 
@@ -75,7 +77,8 @@ class Handling:
             for event in events:
                 if event.id in claimed:
                     claimed.discard(event.id)  # the same event twice in one batch: handle it once
-                    await self.consumer.handle(event, uow)
+                    with handling_event(event, self.consumer.name):
+                        await self.consumer.handle(event, uow)
                     fresh += 1
             await uow.commit()
         self._count(fresh, len(events) - fresh)
