@@ -127,3 +127,31 @@ def test_the_wire_envelope_round_trips() -> None:
     assert decode(encode(event)) == event
     with pytest.raises(ValueError, match="not an event envelope"):
         decode(b'{"type": "x"}')
+
+
+async def test_the_embedded_dispatcher_delivers_a_batch_around_a_poison_event(container: Container) -> None:
+    effects: list[int] = []
+
+    async def handle(event: Event, uow: UnitOfWork) -> None:
+        if event.data.get("poison"):
+            raise RuntimeError("bad")
+        effects.append(event.data["n"])
+
+    dispatcher = container.dispatcher
+    dispatcher.consumers = [Consumer("c1", frozenset({"x.y"}), handle)]
+    await emit(container, *[Event(type="x.y", aggregate_id="a", data={"n": n, "poison": n == 2}) for n in range(4)])
+
+    await dispatcher.drain()
+    # The one-transaction attempt ran 0 and 1 before rolling back; then each event went alone.
+    assert set(effects) == {0, 1, 3}
+    async with container.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(outbox).order_by(outbox.c.position))).all()
+        assert await conn.scalar(sa.select(sa.func.count()).select_from(inbox)) == 3
+    assert [r.dispatched_at is not None for r in rows] == [True, True, False, True]
+    assert rows[2].attempts == 1 and "RuntimeError: bad" in rows[2].last_error
+
+    effects.clear()
+    await dispatcher.drain()  # only the poison event is looked at again; nothing runs twice
+    assert effects == []
+    async with container.engine.connect() as conn:
+        assert await conn.scalar(sa.select(outbox.c.attempts).where(outbox.c.position == rows[2].position)) == 2

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from skybook.platform.clock import Clock
 from skybook.platform.events import Event
 from skybook.platform.logs import handling_event
-from skybook.platform.outbox import claim_inbox, event_from_row, outbox
+from skybook.platform.outbox import claim_inbox, claim_inbox_many, event_from_row, outbox
 from skybook.platform.uow import UnitOfWork
 
 log = logging.getLogger("skybook.dispatcher")
@@ -108,6 +108,23 @@ class InProcessDispatcher:
         self._stopping = True
         self._wake.set()
 
+    async def _handle_together(self, consumer: Consumer, events: list[Event]) -> None:
+        async with self._uow() as uow:
+            fresh = await claim_inbox_many(uow.conn, consumer=consumer.name, events=events)
+            for event in events:
+                if event.id in fresh:
+                    # Log records of the consumer (and the events it raises) carry the event's ids.
+                    with handling_event(event, consumer.name):
+                        await consumer.handle(event, uow)
+            await uow.commit()
+
+    async def _handle_one(self, consumer: Consumer, event: Event) -> None:
+        with handling_event(event, consumer.name):
+            async with self._uow() as uow:
+                if await claim_inbox(uow.conn, consumer=consumer.name, event=event):
+                    await consumer.handle(event, uow)
+                await uow.commit()
+
     async def drain(self) -> int:
         """Deliver one batch of pending events; returns how many were taken."""
         o = outbox.c
@@ -120,41 +137,36 @@ class InProcessDispatcher:
                     .limit(self._batch)
                 )
             )
-        # Events no consumer subscribes to (most of them: inventory.changed, hold.created, ...) are
-        # marked dispatched together in one statement at the end of the batch instead of one
-        # transaction each; a crash before that only means they are looked at again.
-        unobserved: list[int] = []
-        for row in rows:
-            interested = [c for c in self.consumers if row.type in c.event_types]
-            if not interested:
-                unobserved.append(row.position)
+        events = {row.position: event_from_row(row) for row in rows}
+        errors: dict[int, str] = {}
+        # One transaction per consumer for the whole batch (the inbox claims it in one statement):
+        # a transaction per event and consumer cost several times the hold that raised the event.
+        for consumer in self.consumers:
+            mine = [(pos, e) for pos, e in events.items() if e.type in consumer.event_types]
+            if not mine:
                 continue
-            event = event_from_row(row)
-            error = None
-            for consumer in interested:
-                # Log records of the consumer (and the events it raises) carry the event's ids.
-                with handling_event(event, consumer.name):
+            try:
+                await self._handle_together(consumer, [e for _, e in mine])
+            except Exception:
+                # One bad event must not hold back the others: retry them one by one, each in its
+                # own transaction, and record the failures against their own rows.
+                for pos, event in mine:
                     try:
-                        async with self._uow() as uow:
-                            if await claim_inbox(uow.conn, consumer=consumer.name, event=event):
-                                await consumer.handle(event, uow)
-                            await uow.commit()
+                        await self._handle_one(consumer, event)
                     except Exception as exc:
                         log.exception("consumer %s failed on event %s", consumer.name, event.id)
-                        error = f"{consumer.name}: {type(exc).__name__}: {exc}"[:2000]
-            async with self._uow() as uow:
-                if error is None:
-                    values: dict[str, object] = {"dispatched_at": self._clock.now()}
-                else:
-                    values = {"attempts": o.attempts + 1, "last_error": error}
-                await uow.conn.execute(sa.update(outbox).where(o.position == row.position).values(**values))
-                await uow.commit()
-        if unobserved:
-            async with self._uow() as uow:
+                        errors[pos] = f"{consumer.name}: {type(exc).__name__}: {exc}"[:2000]
+        delivered = [pos for pos in events if pos not in errors]
+        async with self._uow() as uow:
+            if delivered:
                 await uow.conn.execute(
                     sa.update(outbox)
-                    .where(o.position.in_(unobserved), o.dispatched_at.is_(None))
+                    .where(o.position.in_(delivered), o.dispatched_at.is_(None))
                     .values(dispatched_at=self._clock.now())
                 )
-                await uow.commit()
+            for pos, error in errors.items():
+                await uow.conn.execute(
+                    sa.update(outbox).where(o.position == pos).values(attempts=o.attempts + 1, last_error=error)
+                )
+            await uow.commit()
         return len(rows)
