@@ -168,15 +168,17 @@ def test_two_api_processes_share_one_limit_through_redis(tmp_path: Path) -> None
     ]
     try:
         with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {token}"}) as client:
-            for port in ports:
-                for _ in range(100):  # bounded wait for start-up
+            for port, proc in zip(ports, servers, strict=True):
+                # Bounded wait for start-up: importing the app takes seconds on a busy 2-core machine.
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline and proc.poll() is None:
                     try:
                         if client.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
                             break
                     except httpx.TransportError:
-                        time.sleep(0.1)
+                        time.sleep(0.2)
                 else:
-                    pytest.fail("server did not start")
+                    pytest.fail(f"server did not start (exit code {proc.poll()})")
             codes = [client.get(f"http://127.0.0.1:{ports[i % 2]}/v1/me").status_code for i in range(14)]
         assert codes == [200] * 10 + [429] * 4, codes
     finally:
