@@ -52,11 +52,11 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+_RECORD = sa.text("INSERT INTO bench_effects (event_id, handled_at) VALUES (:e, extract(epoch from clock_timestamp()))")
+
+
 async def _record(event: Event, uow: UnitOfWork) -> None:
-    await uow.conn.execute(
-        sa.text("INSERT INTO bench_effects (event_id, handled_at) VALUES (:e, extract(epoch from clock_timestamp()))"),
-        {"e": str(event.id)},
-    )
+    await uow.conn.execute(_RECORD, {"e": str(event.id)})
 
 
 def tasks_consumers() -> list[Consumer]:

@@ -26,8 +26,10 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from skybook.platform.clock import Clock
@@ -69,6 +71,7 @@ class Relay:
         self._wakes = {p.destination: asyncio.Event() for p in self._publishers}
         self._stop = asyncio.Event()
         self._backlog_checked = 0.0
+        self._queries: dict[tuple[str, str], sa.Select[Any] | sa.Update] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -157,14 +160,7 @@ class Relay:
         """Publish the oldest pending rows of one destination; returns how many rows were taken."""
         column = outbox.c[f"{publisher.destination}_sent_at"]
         async with self._engine.connect() as conn:
-            rows = list(
-                await conn.execute(
-                    sa.select(outbox)
-                    .where(column.is_(None))
-                    .order_by(outbox.c.position)
-                    .limit(self._options.batch_size)
-                )
-            )
+            rows = list(await conn.execute(self._pending_query(publisher.destination), {"n": self._options.batch_size}))
         if not rows:
             OUTBOX_BACKLOG.labels(publisher.destination).set(0)  # known without counting
             return 0
@@ -180,14 +176,41 @@ class Relay:
             done = [r.position for r in rows]
         if done:
             async with self._engine.begin() as conn:
-                await conn.execute(
-                    sa.update(outbox).where(outbox.c.position.in_(done)).values({column: self._clock.now()})
-                )
+                if conn.dialect.name == "postgresql":
+                    # One array parameter: the statement is the same whatever the batch size.
+                    await conn.execute(self._mark_query(publisher.destination), {"done": done, "at": self._clock.now()})
+                else:
+                    await conn.execute(
+                        sa.update(outbox).where(outbox.c.position.in_(done)).values({column: self._clock.now()})
+                    )
         RELAY_PUBLISHED.labels(publisher.destination).inc(confirmed)
         await self._update_backlog(publisher.destination)
         if confirmed < len(wanted):
             raise PublishFailed(f"{publisher.destination}: {len(wanted) - confirmed} events not confirmed")
         return len(rows)
+
+    def _pending_query(self, destination: str) -> sa.Select[Any]:
+        # Built once per destination so SQLAlchemy finds its compiled form by identity, not by
+        # rebuilding the statement and recomputing its cache key on every round.
+        query = self._queries.get(("pending", destination))
+        if query is None:
+            column = outbox.c[f"{destination}_sent_at"]
+            query = sa.select(outbox).where(column.is_(None)).order_by(outbox.c.position).limit(sa.bindparam("n"))
+            self._queries[("pending", destination)] = query
+        return query  # type: ignore[return-value]
+
+    def _mark_query(self, destination: str) -> sa.Update:
+        query = self._queries.get(("mark", destination))
+        if query is None:
+            column = outbox.c[f"{destination}_sent_at"]
+            positions = sa.bindparam("done", type_=postgresql.ARRAY(sa.BigInteger))
+            query = (
+                sa.update(outbox)
+                .where(outbox.c.position == sa.func.any(positions))
+                .values({column: sa.bindparam("at", type_=column.type)})
+            )
+            self._queries[("mark", destination)] = query
+        return query  # type: ignore[return-value]
 
     async def _update_backlog(self, destination: str, *, force: bool = False) -> None:
         # Counting the pending rows costs a scan of the partial index; once a second is enough.
