@@ -35,17 +35,28 @@ import sqlalchemy as sa
 
 from skybook.platform.dispatcher import Consumer
 from skybook.platform.events import Event
+from skybook.platform.outbox import outbox_rows
 from skybook.platform.uow import UnitOfWork
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENT_TYPE = "bench.tick"
+_COLUMNS = ("event_id", "type", "version", "context", "occurred_at", "tenant_id", "aggregate_id", "data")
+_INSERT = (
+    "WITH w AS (INSERT INTO outbox (event_id, type, version, context, occurred_at, tenant_id, aggregate_id, data) "
+    "SELECT * FROM unnest($1::uuid[], $2::varchar[], $3::int[], $4::varchar[], $5::timestamptz[], $6::varchar[], "
+    "$7::varchar[], $8::text[]::jsonb[]) RETURNING 1) SELECT count(*) FROM w"
+)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+_RECORD = sa.text("INSERT INTO bench_effects (event_id, handled_at) VALUES (:e, extract(epoch from clock_timestamp()))")
 
 
 async def _record(event: Event, uow: UnitOfWork) -> None:
-    await uow.conn.execute(
-        sa.text("INSERT INTO bench_effects (event_id, handled_at) VALUES (:e, extract(epoch from clock_timestamp()))"),
-        {"e": str(event.id)},
-    )
+    await uow.conn.execute(_RECORD, {"e": str(event.id)})
 
 
 def tasks_consumers() -> list[Consumer]:
@@ -108,9 +119,24 @@ class Run:
 
     def start(self, command: str) -> None:
         log = open(Path(self.args.log_dir) / f"{self.transport}-{command}.log", "wb")  # noqa: SIM115
-        self.procs.append(
-            subprocess.Popen([sys.executable, "-m", "skybook.cli", command], env=self.env, stdout=log, stderr=log)
-        )
+        argv = [sys.executable, "-m", "skybook.cli", command]
+        if self.args.profile:
+            # cProfile writes its file when the process exits cleanly (SIGTERM stops it cleanly).
+            out = Path(self.args.log_dir) / f"{self.transport}-{command}.prof"
+            argv[1:1] = ["-m", "cProfile", "-o", str(out)]
+        self.procs.append(subprocess.Popen(argv, env=self.env, stdout=log, stderr=log))
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each subprocess used so far, from /proc (Linux)."""
+        found: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for name, p in zip(("relay", "worker"), self.procs, strict=False):
+            try:
+                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[name] = round((int(fields[11]) + int(fields[12])) / tick, 2)
+        return found
 
     def stop(self) -> None:
         for p in self.procs:
@@ -123,11 +149,36 @@ class Run:
                 p.kill()
 
     async def write(self, batch: int = 1) -> tuple[list[str], float]:
+        """Commit ``batch`` events in one transaction; returns their ids and when the commit returned.
+
+        Raw asyncpg with one prepared statement per connection: the writers are load generators,
+        and through SQLAlchemy's ``UnitOfWork`` they cost more CPU than the path they measure. The
+        rows are what ``UnitOfWork`` writes (see ``outbox_rows``), and the statement fires the same
+        NOTIFY trigger. A single-statement transaction commits when the statement returns.
+        """
         events = [Event(type=EVENT_TYPE, aggregate_id=f"agg-{i % 64}", data={"i": i}) for i in range(batch)]
-        async with UnitOfWork(self.engine) as uow:
-            uow.emit(*events)
-            await uow.commit()
-        return [str(e.id) for e in events], time.time()
+        rows = outbox_rows(events)
+        columns = [[r[c] for r in rows] for c in _COLUMNS[:-1]] + [[_json_text(r["data"]) for r in rows]]
+        conn = await self.writers.get()
+        try:
+            await conn.fetchval(_INSERT, *columns)  # one statement: its return is the commit's
+            at = time.time()
+        finally:
+            self.writers.put_nowait(conn)
+        return [str(e.id) for e in events], at
+
+    async def open_writers(self) -> None:
+        import asyncpg
+
+        dsn = sa.engine.make_url(self.args.database_url).set(drivername="postgresql").render_as_string(False)
+        self.writers: asyncio.Queue[Any] = asyncio.Queue()
+        for _ in range(self.args.writers):
+            conn = await asyncpg.connect(dsn, timeout=10)
+            self.writers.put_nowait(conn)
+
+    async def close_writers(self) -> None:
+        while not self.writers.empty():
+            await self.writers.get_nowait().close()
 
     async def count(self) -> int:
         async with self.engine.connect() as conn:
@@ -258,6 +309,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 await conn.execute(sa.text("UPDATE outbox SET stream_sent_at = now(), tasks_sent_at = now()"))
                 await conn.execute(sa.text("TRUNCATE bench_effects"))
             run = Run(args, engine, transport, env)
+            await run.open_writers()
             run.start("relay")
             run.start("worker")
             try:
@@ -266,9 +318,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     ids, _at = await run.write(10)
                     warm.update(ids)
                 await run.wait_all(warm, within=120)
-                results[transport] = {"latency": await run.latency(), "sustained": await run.sustained()}
+                cpu0 = run.cpu_seconds()
+                latency = await run.latency()
+                cpu1 = run.cpu_seconds()
+                sustained = await run.sustained()
+                cpu2 = run.cpu_seconds()
+                latency["cpu_s"] = {k: round(cpu1[k] - cpu0.get(k, 0), 2) for k in cpu1}
+                sustained["cpu_s"] = {k: round(cpu2[k] - cpu1.get(k, 0), 2) for k in cpu2}
+                results[transport] = {"latency": latency, "sustained": sustained}
             finally:
                 run.stop()
+                await run.close_writers()
                 if transport == "rabbitmq":
                     await delete_rabbit_objects(args.rabbitmq_url, prefix)
                 async with engine.begin() as conn:
@@ -311,6 +371,9 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=8, help="Concurrent writer connections.")
     parser.add_argument("--prefetch", type=int, default=500)
     parser.add_argument("--log-dir", default="/tmp/skybook-bench-events")
+    parser.add_argument(
+        "--profile", action="store_true", help="Run relay and worker under cProfile (.prof in --log-dir)."
+    )
     args = parser.parse_args()
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     print(json.dumps(asyncio.run(bench(args)), indent=2))

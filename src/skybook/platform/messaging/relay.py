@@ -24,10 +24,15 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from skybook.platform.clock import Clock
@@ -69,6 +74,8 @@ class Relay:
         self._wakes = {p.destination: asyncio.Event() for p in self._publishers}
         self._stop = asyncio.Event()
         self._backlog_checked = 0.0
+        self._queries: dict[tuple[str, str], sa.Select[Any] | sa.Update] = {}
+        self._session: _Session | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -113,6 +120,10 @@ class Relay:
             log.info("relay is the leader")
             RELAY_LEADER.set(1)
             await conn.add_listener(NOTIFY_CHANNEL, self._wake_all)
+            # The leader's own session also reads and marks the outbox: two prepared statements on
+            # a connection that is already open cost a fraction of a pooled SQLAlchemy round, which
+            # matters because at a steady trickle every NOTIFY is a round of its own.
+            self._session = _Session(conn)
             pumps = asyncio.ensure_future(self._pump_all())
             stop = asyncio.ensure_future(self._stop.wait())
             gone = asyncio.ensure_future(lost.wait())
@@ -124,6 +135,7 @@ class Relay:
             if pumps.done() and not pumps.cancelled() and pumps.exception() is not None:
                 raise pumps.exception()  # type: ignore[misc]
         finally:
+            self._session = None
             RELAY_LEADER.set(0)
             if not conn.is_closed():
                 with contextlib.suppress(Exception):
@@ -156,19 +168,19 @@ class Relay:
     async def publish_batch(self, publisher: Publisher) -> int:
         """Publish the oldest pending rows of one destination; returns how many rows were taken."""
         column = outbox.c[f"{publisher.destination}_sent_at"]
-        async with self._engine.connect() as conn:
-            rows = list(
-                await conn.execute(
-                    sa.select(outbox)
-                    .where(column.is_(None))
-                    .order_by(outbox.c.position)
-                    .limit(self._options.batch_size)
+        session = self._session
+        rows: list[Any]
+        if session is not None:
+            rows = await session.pending(publisher.destination, self._options.batch_size)
+        else:
+            async with self._engine.connect() as conn:
+                rows = list(
+                    await conn.execute(self._pending_query(publisher.destination), {"n": self._options.batch_size})
                 )
-            )
         if not rows:
             OUTBOX_BACKLOG.labels(publisher.destination).set(0)  # known without counting
             return 0
-        wanted = [r for r in rows if publisher.wants(r.type)]
+        wanted: list[Any] = [r for r in rows if publisher.wants(r.type)]
         confirmed = await publisher.publish([event_from_row(r) for r in wanted]) if wanted else 0
         if self._options.crash_after_publish and confirmed:
             log.error("relay_crash_after_publish is set: exiting before marking %d rows sent", confirmed)
@@ -178,16 +190,45 @@ class Relay:
             done = [r.position for r in rows if r.position < first_unconfirmed]
         else:
             done = [r.position for r in rows]
-        if done:
+        if done and session is not None:
+            await session.mark(publisher.destination, done, self._clock.now())
+        elif done:
             async with self._engine.begin() as conn:
-                await conn.execute(
-                    sa.update(outbox).where(outbox.c.position.in_(done)).values({column: self._clock.now()})
-                )
+                if conn.dialect.name == "postgresql":
+                    # One array parameter: the statement is the same whatever the batch size.
+                    await conn.execute(self._mark_query(publisher.destination), {"done": done, "at": self._clock.now()})
+                else:
+                    await conn.execute(
+                        sa.update(outbox).where(outbox.c.position.in_(done)).values({column: self._clock.now()})
+                    )
         RELAY_PUBLISHED.labels(publisher.destination).inc(confirmed)
         await self._update_backlog(publisher.destination)
         if confirmed < len(wanted):
             raise PublishFailed(f"{publisher.destination}: {len(wanted) - confirmed} events not confirmed")
         return len(rows)
+
+    def _pending_query(self, destination: str) -> sa.Select[Any]:
+        # Built once per destination so SQLAlchemy finds its compiled form by identity, not by
+        # rebuilding the statement and recomputing its cache key on every round.
+        query = self._queries.get(("pending", destination))
+        if query is None:
+            column = outbox.c[f"{destination}_sent_at"]
+            query = sa.select(outbox).where(column.is_(None)).order_by(outbox.c.position).limit(sa.bindparam("n"))
+            self._queries[("pending", destination)] = query
+        return query  # type: ignore[return-value]
+
+    def _mark_query(self, destination: str) -> sa.Update:
+        query = self._queries.get(("mark", destination))
+        if query is None:
+            column = outbox.c[f"{destination}_sent_at"]
+            positions = sa.bindparam("done", type_=postgresql.ARRAY(sa.BigInteger))
+            query = (
+                sa.update(outbox)
+                .where(outbox.c.position == sa.func.any(positions))
+                .values({column: sa.bindparam("at", type_=column.type)})
+            )
+            self._queries[("mark", destination)] = query
+        return query  # type: ignore[return-value]
 
     async def _update_backlog(self, destination: str, *, force: bool = False) -> None:
         # Counting the pending rows costs a scan of the partial index; once a second is enough.
@@ -206,6 +247,68 @@ class Relay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
         return self._stop.is_set()
+
+
+@dataclass(slots=True)
+class _Row:
+    """An outbox row read by the leader's session, with the attributes ``event_from_row`` reads."""
+
+    position: int
+    event_id: uuid.UUID
+    type: str
+    version: int
+    occurred_at: datetime
+    tenant_id: str | None
+    aggregate_id: str
+    correlation_id: str | None
+    causation_id: str | None
+    data: Any
+
+
+class _Session:
+    """The relay leader's asyncpg connection (it holds the leader lock and LISTENs): reads and marks
+    the outbox with prepared statements. Both publishing loops share it, one statement at a time."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    async def pending(self, destination: str, limit: int) -> list[_Row]:
+        async with self._lock:
+            records = await self._conn.fetch(_PENDING_SQL[destination], limit)
+        return [
+            _Row(
+                position=r["position"],
+                event_id=r["event_id"],
+                type=r["type"],
+                version=r["version"],
+                occurred_at=r["occurred_at"],
+                tenant_id=r["tenant_id"],
+                aggregate_id=r["aggregate_id"],
+                correlation_id=r["correlation_id"],
+                causation_id=r["causation_id"],
+                data=orjson.loads(r["data"]),  # jsonb arrives as text without a codec
+            )
+            for r in records
+        ]
+
+    async def mark(self, destination: str, positions: list[int], at: datetime) -> None:
+        async with self._lock:
+            # One statement, so it commits on its own: no BEGIN/COMMIT round trips.
+            await self._conn.execute(_MARK_SQL[destination], positions, at)
+
+
+# Spelled out per destination (the marker column differs), so no SQL is built from a variable.
+_PENDING_SQL = {
+    "stream": "SELECT position, event_id, type, version, occurred_at, tenant_id, aggregate_id, correlation_id, "
+    "causation_id, data FROM outbox WHERE stream_sent_at IS NULL ORDER BY position LIMIT $1",
+    "tasks": "SELECT position, event_id, type, version, occurred_at, tenant_id, aggregate_id, correlation_id, "
+    "causation_id, data FROM outbox WHERE tasks_sent_at IS NULL ORDER BY position LIMIT $1",
+}
+_MARK_SQL = {
+    "stream": "UPDATE outbox SET stream_sent_at = $2 WHERE position = ANY($1::bigint[])",
+    "tasks": "UPDATE outbox SET tasks_sent_at = $2 WHERE position = ANY($1::bigint[])",
+}
 
 
 def listen_url(database_url: str) -> str | None:
