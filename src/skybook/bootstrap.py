@@ -154,6 +154,8 @@ def bootstrap(
     engine = create_engine(
         url,
         pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout_s=settings.database_pool_timeout_seconds,
         lock_timeout_ms=settings.database_lock_timeout_ms,
     )
     return Container(

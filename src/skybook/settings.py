@@ -28,6 +28,19 @@ class Settings(BaseSettings):
         "Use postgresql+asyncpg://user@host/db for PostgreSQL.",
     )
     database_pool_size: int = Field(20, ge=1, le=200, description="Connections per process (PostgreSQL).")
+    database_max_overflow: int = Field(
+        0,
+        ge=0,
+        le=200,
+        description="Extra connections a burst may open beyond the pool; each is closed again when returned, "
+        "so under steady load they churn (a backend start and a TLS handshake each). 0 keeps the pool fixed.",
+    )
+    database_pool_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="How long a request waits for a free pooled connection before answering 503 busy.",
+    )
     database_lock_timeout_ms: int = Field(
         3000,
         ge=100,

@@ -9,6 +9,7 @@ import httpx
 from skybook.app import create_app
 from skybook.bootstrap import bootstrap
 from skybook.settings import Settings
+from tests.conftest import Database
 
 
 async def _client(tmp_path: Path, **settings: object) -> httpx.AsyncClient:
@@ -58,3 +59,34 @@ async def test_an_unauthenticated_call_is_a_problem_document_with_a_challenge(tm
         assert r.headers["www-authenticate"].startswith("Bearer")
         assert r.json()["code"] == "unauthenticated"
         assert "Traceback" not in r.text
+
+
+async def test_a_request_that_finds_no_free_database_connection_answers_503_busy(
+    postgres_database: Database, tmp_path: Path
+) -> None:
+    # A fixed pool of one connection, taken by someone else for longer than the pool timeout.
+    container = bootstrap(
+        Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            environment="test",
+            secret_key="hardening-test-secret-0123456789",  # pragma: allowlist secret - a test-only key
+            data_dir=tmp_path,
+            database_url=postgres_database.url,
+            database_pool_size=1,
+            database_pool_timeout_seconds=0.3,
+            run_workers=False,
+        )
+    )
+    app = create_app(container)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+            async with container.engine.connect():
+                busy = await c.get("/ready")
+            assert busy.status_code == 503
+            assert busy.headers["content-type"] == "application/problem+json"
+            assert busy.json()["code"] == "busy"
+            assert busy.headers["retry-after"] == "1"
+            # The connection is back: the same request succeeds.
+            assert (await c.get("/ready")).status_code == 200
+    finally:
+        await container.engine.dispose()

@@ -53,7 +53,14 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, *, pool_size: int = 20, lock_timeout_ms: int = 3000) -> AsyncEngine:
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 20,
+    max_overflow: int = 0,
+    pool_timeout_s: float = 10.0,
+    lock_timeout_ms: int = 3000,
+) -> AsyncEngine:
     """Create the async engine with the per-backend settings Skybook relies on."""
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -62,7 +69,10 @@ def create_engine(url: str, *, pool_size: int = 20, lock_timeout_ms: int = 3000)
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # A fixed pool by default: requests beyond it queue for a connection (PostgreSQL runs best
+        # with few), instead of opening and closing overflow connections all through a busy period.
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
         pool_pre_ping=False,
         connect_args={
             # A transaction that cannot get a row lock in time fails with "busy" instead of hanging.

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skybook.platform.context import correlation_id
-from skybook.platform.errors import DomainError
+from skybook.platform.errors import Busy, DomainError
 from skybook.platform.problems import PROBLEM_JSON, problem, replay_body, send_problem
 from skybook.platform.schemas import MAX_PAGE_SIZE, Output, PageInfo
 
@@ -250,6 +250,13 @@ async def _integrity_error(_: Request, exc: Exception) -> Response:
     )
 
 
+async def _pool_exhausted(request: Request, exc: Exception) -> Response:
+    # Every pooled connection stayed busy for the whole pool timeout: the database is the
+    # bottleneck right now. A retryable 503, like a lock wait that timed out, not a 500.
+    log.warning("no database connection free within the pool timeout: %s", exc)
+    return await _domain_error(request, Busy("the service is busy; retry the request"))
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return problem_response(
@@ -270,6 +277,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(sa.exc.IntegrityError, _integrity_error)
+    app.add_exception_handler(sa.exc.TimeoutError, _pool_exhausted)
     app.add_exception_handler(Exception, _unexpected)
 
 
