@@ -20,7 +20,7 @@ from skybook.platform.outbox import outbox, outbox_rows
 # deadlock_detected, serialization_failure. The caller gets a retryable 503, not a 500.
 _BUSY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
 _INSERT_OUTBOX = sa.insert(outbox)
-_PG_PREPARER = postgresql.dialect().identifier_preparer
+_PG_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
 Rows = Sequence[Mapping[str, Any]]
 _Shape = tuple[tuple[sa.Table, tuple[str, ...], int], ...]
