@@ -244,6 +244,12 @@ async def free_seats(conn: AsyncConnection, order_id: uuid.UUID) -> None:
     await conn.execute(sa.delete(seat_assignments).where(seat_assignments.c.order_id == order_id))
 
 
+# Written as literal constants, not bound parameters: the text then matches the predicate of the
+# partial index ix_orders_live_by_creator, which a generic (prepared) plan can only use when the
+# query's condition is the index's own; and an expanding IN parameter is re-rendered on every run.
+LIVE_ORDER = orders.c.status.in_([sa.literal_column("'held'"), sa.literal_column("'confirmed'")])
+
+
 async def unpaid_seats_of(conn: AsyncConnection, principal_id: uuid.UUID, *, cap: int) -> int:
     """Seats a principal holds in live (unpaid) orders, counted up to just past ``cap``.
 
@@ -252,7 +258,7 @@ async def unpaid_seats_of(conn: AsyncConnection, principal_id: uuid.UUID, *, cap
     """
     live = (
         sa.select((orders.c.adults + orders.c.children).label("seats"))
-        .where(orders.c.created_by == principal_id, orders.c.status.in_(["held", "confirmed"]))
+        .where(orders.c.created_by == principal_id, LIVE_ORDER)
         .limit(cap + 1)
         .subquery()
     )
@@ -273,7 +279,7 @@ def _unpaid_seats_subquery() -> sa.ScalarSelect[Any]:
         sa.select((orders.c.adults + orders.c.children).label("seats"))
         .where(
             orders.c.created_by == sa.bindparam("unpaid_owner", type_=orders.c.created_by.type),
-            orders.c.status.in_(["held", "confirmed"]),
+            LIVE_ORDER,
         )
         .limit(sa.bindparam("unpaid_scan", type_=sa.Integer))
         .subquery()
