@@ -254,6 +254,13 @@ async def replay_failed(
     return ids
 
 
+# Built once: this runs for every event of every tenant, most of which have no endpoint at all.
+_ENABLED_ENDPOINTS_OF_TENANT = sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
+    webhook_endpoints.c.tenant_id == sa.bindparam("tenant", type_=webhook_endpoints.c.tenant_id.type),
+    webhook_endpoints.c.enabled.is_(True),
+)
+
+
 class WebhookFanout:
     """The consumer: one pending delivery per enabled endpoint of the event's tenant subscribed to it.
 
@@ -274,10 +281,7 @@ class WebhookFanout:
             tenant = uuid.UUID(event.tenant_id)
         except ValueError:
             return
-        e = webhook_endpoints.c
-        endpoints = await uow.conn.execute(
-            sa.select(e.id, e.event_types).where(e.tenant_id == tenant, e.enabled.is_(True))
-        )
+        endpoints = await uow.conn.execute(_ENABLED_ENDPOINTS_OF_TENANT, {"tenant": tenant})
         now = self._clock.now()
         payload = event.envelope()
         rows = [
