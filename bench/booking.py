@@ -290,6 +290,18 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
         async with session.post(path, data=body, headers=headers(who)) as resp:
             return resp.status, await resp.read()
 
+    pay_accepted = [0]  # payments answered 202 (tickets followed by polling)
+
+    async def poll_ticketed(session: aiohttp.ClientSession, who: int, path: str) -> tuple[int, bytes]:
+        status, body = 0, b""
+        for _ in range(200):  # bounded: 200 x 50 ms
+            await asyncio.sleep(0.05)
+            async with session.get(path, headers=headers(who)) as resp:
+                status, body = resp.status, await resp.read()
+            if status != 200 or b'"ticketed"' in body:
+                break
+        return status, body
+
     async def one_hold(session: aiohttp.ClientSession, who: int) -> str:
         try:
             status, body = await post(session, who, "/v1/holds", hold_bodies[rng.randrange(len(hold_bodies))])
@@ -318,6 +330,10 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
                 note_error(f"confirm:{status}", body)
                 return "error"
             status, body = await post(session, who, f"/v1/orders/{order_id}/payments", orjson.dumps({"card": CARD}))
+            if status == 202:
+                # Paid, tickets still on their way: do what a client is told to do - poll the order.
+                pay_accepted[0] += 1
+                status, body = await poll_ticketed(session, who, f"/v1/orders/{order_id}")
             if status != 200 or b'"ticketed"' not in body:
                 note_error(f"pay:{status}", body)
                 return "error"
@@ -410,6 +426,8 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
         **latency_summary(ok),
         "client_cpu_cores": round(client_cpu / max(1e-9, t_end - (measure_from if usage_at_measure else t_start)), 2),
     }
+    if phase == "bookings":
+        result["payments_answered_202_then_polled"] = pay_accepted[0]
     if phase == "open_holds":
         answered_n = sum(1 for s in measured if s[2] != "error")
         result["offered_per_second"] = cfg["rate"]

@@ -146,7 +146,7 @@ async def container(
     yield c
     # After every test, however it went: no flight is oversold and every count matches its orders.
     problems = await check_seat_invariants(c.engine)
-    await c.engine.dispose()
+    await c.close()
     assert not problems, problems
 
 

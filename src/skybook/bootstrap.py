@@ -9,15 +9,17 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from skybook.booking.handlers import TicketIssuer
+from skybook.booking.repository import TICKETED_CHANNEL
 from skybook.identity import Authenticator, KeyRing, Passwords, TokenService
 from skybook.notifications import EmlWriter, SmtpSender, SmtpServer
 from skybook.notifications.webhooks import WebhookFanout
 from skybook.payments import PaymentProvider, SandboxPaymentProvider
 from skybook.platform.cache import CacheStore, MemoryStore, NullStore, ReadThroughCache, RedisStore
 from skybook.platform.clock import Clock, SystemClock
-from skybook.platform.db import create_engine, is_sqlite
+from skybook.platform.db import create_engine, is_sqlite, listen_dsn
 from skybook.platform.dispatcher import Consumer, InProcessDispatcher
 from skybook.platform.ratelimit import RateLimiter, limiter_uri
+from skybook.platform.signals import NoSignals, PgSignals, Signals
 from skybook.platform.uow import UnitOfWork
 from skybook.search.cache import SearchCacheInvalidator, SearchSources
 from skybook.settings import Settings
@@ -39,6 +41,7 @@ class Container:
     authenticator: Authenticator = field(init=False)
     search_cache: ReadThroughCache = field(init=False)
     search_sources: SearchSources = field(init=False)
+    order_signals: Signals = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -60,6 +63,8 @@ class Container:
         )
         self.search_sources = SearchSources(self.search_cache, self.engine)
         self.dispatcher = InProcessDispatcher(self.uow, self.clock, self.consumers())
+        dsn = listen_dsn(s.resolved_database_url)
+        self.order_signals = PgSignals(dsn, TICKETED_CHANNEL) if dsn else NoSignals()
 
     def consumers(self) -> list[Consumer]:
         """Every event consumer of the platform; the in-process dispatcher and the workers run these."""
@@ -78,6 +83,12 @@ class Container:
             Consumer(webhooks.name, webhooks.event_types, webhooks, transport="tasks"),
             Consumer(invalidator.name, invalidator.event_types, invalidator, transport="stream"),
         ]
+
+    async def close(self) -> None:
+        """Release what the container opened: the signal listener, the cache client, the pool."""
+        await self.order_signals.close()
+        await self.search_cache.close()
+        await self.engine.dispose()
 
     async def let_consumers_run(self, seconds: float) -> None:
         """Give the event consumers a moment, while a request waits for one of their effects.

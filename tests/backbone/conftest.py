@@ -91,7 +91,7 @@ async def prefix(rabbitmq: str) -> AsyncIterator[str]:
     yield name
     container = bootstrap(Settings(_env_file=None, data_dir=Path(tempfile.gettempdir())))  # type: ignore[call-arg]
     consumers = container.consumers() + recorder.consumers()
-    await container.engine.dispose()
+    await container.close()
     connection = await aio_pika.connect(rabbitmq, timeout=5)
     try:
         await delete_topology(await connection.channel(), Names(name), consumers, max_attempts=10)

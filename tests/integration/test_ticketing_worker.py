@@ -99,6 +99,30 @@ async def test_the_payment_answers_200_with_the_tickets_when_the_worker_is_promp
     assert "location" not in paid.headers
 
 
+async def test_a_payment_waiting_for_a_slow_worker_answers_200_as_soon_as_the_tickets_exist(
+    network: Network, container: Container
+) -> None:
+    order = await _confirmed(network, adults=2)
+    # Nothing in the request delivers events; a "worker" elsewhere tickets a moment later. The
+    # payment's wait is generous: it must end when the tickets exist, not when the wait runs out.
+    _no_workers(container, wait=30)
+
+    async def worker_catches_up() -> None:
+        await asyncio.sleep(0.3)
+        while await container.dispatcher.drain():
+            pass
+
+    worker = asyncio.create_task(worker_catches_up())
+    paid = await network.client.post(f"/v1/orders/{order['id']}/payments", json={"card": CARD_OK})
+    await worker
+
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "ticketed"
+    assert len(paid.json()["tickets"]) == 2
+    # On PostgreSQL the wait was woken by the ticketing transaction's NOTIFY, not by polling.
+    assert container.order_signals.live == (container.engine.dialect.name == "postgresql")
+
+
 async def test_a_redelivered_payment_captured_issues_no_second_ticket(network: Network, container: Container) -> None:
     order = await _confirmed(network, adults=2)
     paid = await network.client.post(f"/v1/orders/{order['id']}/payments", json={"card": CARD_OK})

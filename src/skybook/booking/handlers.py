@@ -497,6 +497,7 @@ async def issue_tickets(
         status=OrderStatus.TICKETED,
         ticketed_at=now,
     )
+    await repo.announce_ticketed(uow.conn, order_id)
     await inventory.sell_held(uow.conn, segments)
     serials = await repo.allocate_ticket_serials(uow.conn, deps.accounting_code, len(people))
     issued: list[dict[str, Any]] = []

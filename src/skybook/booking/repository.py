@@ -298,3 +298,25 @@ UNPAID_CAP_GUARD: sa.ColumnElement[bool] = _unpaid_seats_subquery() + sa.bindpar
 def unpaid_cap_params(principal_id: uuid.UUID, *, cap: int) -> dict[str, Any]:
     """Values of ``UNPAID_CAP_GUARD`` for one principal and its plan's cap."""
     return {"unpaid_owner": principal_id, "unpaid_scan": cap + 1, "unpaid_cap": cap}
+
+
+# Pay routes wait on this channel for their order's tickets (skybook.platform.signals).
+TICKETED_CHANNEL = "skybook_order_ticketed"
+_ANNOUNCE = sa.select(sa.func.pg_notify(TICKETED_CHANNEL, sa.bindparam("order_id", type_=sa.String)))
+_STATUS_OF = sa.select(orders.c.status).where(orders.c.id == sa.bindparam("order_id", type_=orders.c.id.type))
+
+
+async def announce_ticketed(conn: AsyncConnection, order_id: uuid.UUID) -> None:
+    """Tell waiting pay requests (any API process) that the order is ticketed, once this commits.
+
+    PostgreSQL delivers a NOTIFY only when its transaction commits, and not at all when it rolls
+    back, so a listener never hears of tickets that do not exist. Nothing to do on SQLite.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_ANNOUNCE, {"order_id": str(order_id)})
+
+
+async def status_of(conn: AsyncConnection, order_id: uuid.UUID) -> str | None:
+    """The order's status alone: what a waiter re-reads (access was checked before it waited)."""
+    status: str | None = await conn.scalar(_STATUS_OF, {"order_id": order_id})
+    return status

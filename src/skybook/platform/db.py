@@ -53,6 +53,14 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def listen_dsn(database_url: str) -> str | None:
+    """The plain asyncpg DSN of a PostgreSQL URL (for LISTEN connections), None for SQLite."""
+    url = sa.engine.make_url(database_url)
+    if not url.drivername.startswith("postgresql"):
+        return None
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def create_engine(
     url: str,
     *,
