@@ -294,7 +294,11 @@ async def _client_main(cfg: dict[str, Any]) -> dict[str, Any]:
 
     async def poll_ticketed(session: aiohttp.ClientSession, who: int, path: str) -> tuple[int, bytes]:
         status, body = 0, b""
-        for _ in range(200):  # bounded: 200 x 50 ms
+        # Bounded in count and in time: never past the end of the measured window (plus a moment).
+        deadline = min(loop.time() + cfg["request_timeout_s"], measure_to + 2)
+        for _ in range(200):
+            if loop.time() >= deadline:
+                break
             await asyncio.sleep(0.05)
             async with session.get(path, headers=headers(who)) as resp:
                 status, body = resp.status, await resp.read()
