@@ -46,6 +46,17 @@ OrderId = Annotated[uuid.UUID, Path(description="Order (or hold) id.")]
 WRITE_ERRORS = (400, 403, 404, 409, 413, 415, 422, 503)
 
 
+def _json(order: OrderRead, status_code: int = status.HTTP_200_OK, location: str | None = None) -> Response:
+    """The order as JSON, serialised once by pydantic-core.
+
+    Returning the model instead would make FastAPI validate it a second time against the route's
+    ``response_model`` and encode it through Python dicts; the hot booking steps skip that (the
+    ``response_model`` still documents the body in OpenAPI).
+    """
+    headers = {"Location": location} if location else None
+    return Response(order.model_dump_json(), status_code=status_code, media_type="application/json", headers=headers)
+
+
 async def _read(container: Container, order_id: uuid.UUID, actor: Principal) -> OrderRead:
     async with container.engine.connect() as conn:
         return to_order_read(await queries.order_view(conn, order_id, actor))
@@ -60,9 +71,7 @@ async def _read(container: Container, order_id: uuid.UUID, actor: Principal) -> 
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS),
 )
-async def create_hold(
-    body: HoldCreate, principal: BookingWriter, container: ContainerDep, response: Response
-) -> OrderRead:
+async def create_hold(body: HoldCreate, principal: BookingWriter, container: ContainerDep) -> Response:
     """Hold seats for a party on every segment at once, until the ticketing deadline (``expires_at``)."""
     cmd = HoldSeats(
         segments=tuple(SegmentChoice(s.flight_id, s.booking_class) for s in body.segments),
@@ -70,9 +79,8 @@ async def create_hold(
         actor=principal,
     )
     hold = await handlers.hold_seats(cmd, container)
-    response.headers["Location"] = f"/v1/holds/{hold.id}"
     # Built from what the hold's own statements returned: no second transaction to read it back.
-    return to_order_read(queries.held_order_view(hold))
+    return _json(to_order_read(queries.held_order_view(hold)), status.HTTP_201_CREATED, f"/v1/holds/{hold.id}")
 
 
 @router.get(
@@ -111,9 +119,7 @@ async def release_hold(order_id: OrderId, principal: BookingWriter, container: C
     response_model=OrderRead,
     responses=error_responses(*WRITE_ERRORS),
 )
-async def create_order(
-    body: OrderCreate, principal: BookingWriter, container: ContainerDep, response: Response
-) -> OrderRead:
+async def create_order(body: OrderCreate, principal: BookingWriter, container: ContainerDep) -> Response:
     """Name the passengers of a hold; the order gets its record locator and awaits payment."""
     cmd = ConfirmOrder(
         order_id=body.hold_id,
@@ -126,8 +132,8 @@ async def create_order(
         actor=principal,
     )
     await handlers.confirm_order(cmd, container)
-    response.headers["Location"] = f"/v1/orders/{body.hold_id}"
-    return await _read(container, body.hold_id, principal)
+    order = await _read(container, body.hold_id, principal)
+    return _json(order, status.HTTP_201_CREATED, f"/v1/orders/{body.hold_id}")
 
 
 @router.get(
@@ -223,8 +229,8 @@ PAY_ACCEPTED = (
     },
 )
 async def pay_order(
-    order_id: OrderId, body: PaymentCreate, principal: BookingWriter, container: ContainerDep, response: Response
-) -> OrderRead:
+    order_id: OrderId, body: PaymentCreate, principal: BookingWriter, container: ContainerDep
+) -> Response:
     """Authorise and capture the total; one 13-digit e-ticket is then issued per passenger.
 
     Tickets are issued by the ticketing worker once the capture is recorded. The answer waits a
@@ -243,9 +249,8 @@ async def pay_order(
     )
     order = await _await_tickets(container, order_id, principal)
     if order.status != "ticketed":
-        response.status_code = status.HTTP_202_ACCEPTED
-        response.headers["Location"] = f"/v1/orders/{order_id}"
-    return order
+        return _json(order, status.HTTP_202_ACCEPTED, f"/v1/orders/{order_id}")
+    return _json(order)
 
 
 async def _await_tickets(container: Container, order_id: uuid.UUID, actor: Principal) -> OrderRead:
