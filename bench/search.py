@@ -276,7 +276,7 @@ async def serve_and_drive(args: argparse.Namespace, cfg: dict[str, Any], workdir
     from skybook.bootstrap import bootstrap
 
     container = bootstrap()
-    ttl = container.search_cache.ttl_seconds
+    ttl = container.cache.ttl_seconds
     app = create_app(container)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=cfg["port"], log_level="warning", access_log=False, lifespan="on")
@@ -316,7 +316,7 @@ async def serve_and_drive(args: argparse.Namespace, cfg: dict[str, Any], workdir
             line = raw.decode().strip()
             if line.startswith("PHASE "):
                 current = line.split()[1]
-                container.search_cache.ttl_seconds = 0 if current == "uncached" else ttl
+                container.cache.ttl_seconds = 0 if current == "uncached" else ttl
                 proc.stdin.write(b"go\n")
                 await proc.stdin.drain()
             elif line == "MEASURE_START":

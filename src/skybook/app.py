@@ -104,7 +104,7 @@ def create_app(container: Container | None = None) -> FastAPI:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await container.search_cache.close()
+            await container.cache.close()
             await container.engine.dispose()
 
     app = FastAPI(

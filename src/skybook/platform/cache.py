@@ -350,7 +350,7 @@ class ReadThroughCache:
                     return body
         return None
 
-    async def refresh(self, key: str, tags: Sequence[str], compute: Callable[[], Awaitable[bytes]]) -> bool:
+    async def refresh(self, cache: str, key: str, tags: Sequence[str], compute: Callable[[], Awaitable[bytes]]) -> bool:
         """Recompute a value that is cached (stale or not) under the tags' current generations.
 
         Called right after an invalidation, it moves the recomputation off the request path; a
@@ -367,7 +367,7 @@ class ReadThroughCache:
             await self.store.store(key, _encode(gens, body), self.ttl())
         except CacheUnavailable:
             return False
-        CACHE_REFRESHES.labels(self._name_of(key)).inc()
+        CACHE_REFRESHES.labels(cache).inc()
         return True
 
     async def invalidate(self, cache: str, tags: Sequence[str]) -> None:
@@ -390,10 +390,6 @@ class ReadThroughCache:
 
     async def close(self) -> None:
         await self.store.close()
-
-    @staticmethod
-    def _name_of(key: str) -> str:
-        return key.split(":", 1)[0]
 
     @staticmethod
     def _observe(cache: str, result: str, started: float) -> None:

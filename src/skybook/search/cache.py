@@ -106,5 +106,5 @@ class SearchCacheInvalidator:
                     return orjson.dumps(await queries.load_leg(uow.conn, o, d, dd, c))
 
                 await self._cache.refresh(
-                    leg_key(origin, destination, day, cabin), [route_tag(origin, destination, day)], compute
+                    CACHE_NAME, leg_key(origin, destination, day, cabin), [route_tag(origin, destination, day)], compute
                 )
