@@ -244,9 +244,13 @@ def cache_counts() -> dict[str, float]:
     from prometheus_client import REGISTRY
 
     counts = {}
-    for result in ("hit", "miss", "error"):
+    for result in ("hit", "miss", "coalesced", "error"):
         v = REGISTRY.get_sample_value("skybook_cache_requests_total", {"cache": "search", "result": result})
         counts[result] = v or 0.0
+    for reason in ("cold", "stale"):
+        v = REGISTRY.get_sample_value("skybook_cache_misses_total", {"cache": "search", "reason": reason})
+        counts[f"miss_{reason}"] = v or 0.0
+    counts["refreshed"] = REGISTRY.get_sample_value("skybook_cache_refreshes_total", {"cache": "search"}) or 0.0
     for result in ("hit", "miss"):
         v = REGISTRY.get_sample_value("skybook_cache_seconds_sum", {"cache": "search", "result": result})
         counts[f"{result}_seconds"] = v or 0.0
@@ -326,7 +330,7 @@ async def serve_and_drive(args: argparse.Namespace, cfg: dict[str, Any], workdir
                 after = cache_counts()
                 delta = {k: after[k] - before[k] for k in after}
                 cpu = time.process_time() - cpu0
-                lookups = delta["hit"] + delta["miss"] + delta["error"]
+                lookups = delta["hit"] + delta["miss"] + delta["coalesced"] + delta["error"]
                 phases[current] = {
                     "cache": {k: int(v) for k, v in delta.items() if not k.endswith("_seconds")},
                     "hit_ratio": round(delta["hit"] / lookups, 4) if lookups else None,

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 
 import skybook.search.queries as search_queries
 from skybook.bootstrap import Container
-from skybook.platform.cache import CacheUnavailable, MemoryStore, ReadThroughCache, RedisStore
+from skybook.platform.cache import CacheStore, CacheUnavailable, MemoryStore, ReadThroughCache, RedisStore, Refreshable
 from tests.conftest import Network
 from tests.integration.conftest import RUN_PREFIX, _drop_keys, _redis_store
 
@@ -268,3 +268,55 @@ async def test_an_invalidation_lost_to_an_outage_drops_everything_once_the_store
     # Not only route:A but everything is recomputed, whatever the retried event will name.
     assert await cache.get_or_compute("test", "a", ["route:A"], compute) == b"2"
     assert await cache.get_or_compute("test", "b", ["route:B"], compute) == b"2"
+
+
+async def test_an_invalidation_replaces_a_cached_value_in_one_step_so_readers_never_miss(store: CacheStore) -> None:
+    cache = ReadThroughCache(store, ttl_seconds=60, jitter=0.0)
+    version, computed = [1], [0]
+    computing, release = asyncio.Event(), asyncio.Event()
+
+    async def read() -> bytes:
+        computed[0] += 1
+        return str(version[0]).encode()
+
+    async def recompute() -> bytes:
+        computing.set()
+        await release.wait()
+        return str(version[0]).encode()
+
+    assert await cache.get_or_compute("test", "k", ["route:A"], read) == b"1"
+    version[0] = 2  # the change is committed; its event is being handled
+    handling = asyncio.create_task(
+        cache.invalidate_and_refresh("test", ["route:A"], [Refreshable("k", ["route:A"], recompute)])
+    )
+    await computing.wait()
+    # Not handled yet: readers still get the value cached before the change, from the cache.
+    assert await cache.get_or_compute("test", "k", ["route:A"], read) == b"1"
+    release.set()
+    await handling
+    # Handled: the new value, still without a recomputation on the request path.
+    assert await cache.get_or_compute("test", "k", ["route:A"], read) == b"2"
+    assert computed[0] == 1
+
+
+async def test_an_invalidation_racing_the_recomputation_is_never_lost(store: CacheStore) -> None:
+    cache = ReadThroughCache(store, ttl_seconds=60, jitter=0.0)
+    version = [1]
+
+    async def read() -> bytes:
+        return str(version[0]).encode()
+
+    async def recompute_while_another_change_lands() -> bytes:
+        seen = str(version[0]).encode()
+        if version[0] == 2:  # once: another change commits and its invalidation runs before the swap
+            version[0] = 3
+            await cache.invalidate("test", ["route:A"])
+        return seen
+
+    assert await cache.get_or_compute("test", "k", ["route:A"], read) == b"1"
+    version[0] = 2
+    await cache.invalidate_and_refresh(
+        "test", ["route:A"], [Refreshable("k", ["route:A"], recompute_while_another_change_lands)]
+    )
+    # The swap saw the moved generation and fell back to bump + refresh: the value is the latest.
+    assert await cache.get_or_compute("test", "k", ["route:A"], read) == b"3"

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from skybook.booking import queries
 from skybook.booking.schemas import SeatMapRead
-from skybook.platform.cache import ReadThroughCache
+from skybook.platform.cache import ReadThroughCache, Refreshable
 from skybook.platform.events import Event
 from skybook.platform.uow import UnitOfWork
 
@@ -88,11 +88,13 @@ class SeatMapCacheInvalidator:
         flight_ids = flights_named(event)
         if not flight_ids:
             return
-        # A Redis failure raises here, so the event is delivered again (see the search invalidator).
-        await self._cache.invalidate(CACHE_NAME, [flight_tag(f) for f in flight_ids])
+        # Invalidate and replace the cached seat maps in one step (see the search invalidator);
+        # a Redis failure raises here, so the event is delivered again.
+        maps: list[Refreshable] = []
         for flight_id in flight_ids:
 
             async def compute(f: uuid.UUID = uuid.UUID(flight_id)) -> bytes:
                 return await render_seat_map(uow.conn, f)
 
-            await self._cache.refresh(CACHE_NAME, seat_map_key(flight_id), [flight_tag(flight_id)], compute)
+            maps.append(Refreshable(seat_map_key(flight_id), [flight_tag(flight_id)], compute))
+        await self._cache.invalidate_and_refresh(CACHE_NAME, [flight_tag(f) for f in flight_ids], maps)
