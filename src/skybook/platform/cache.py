@@ -7,6 +7,13 @@ in O(1), every value that depends on it, whatever its key; stale values are simp
 and get overwritten or expire. Reading the generations *before* the database query means a
 computation racing with an invalidation is stored under the old generations and never served.
 
+Refresh in one step: an event consumer can recompute the values of the tags it invalidates first
+and then ``swap`` - bump the tags and store the new values atomically (a Lua script on Redis),
+only if no generation moved meanwhile. Readers get the old values until then (the event is not
+handled yet) and the new ones after, so an invalidation costs no miss on the values people read.
+The script names several keys, so on a Redis Cluster they would need one hash slot; Skybook uses
+a single Redis (or a primary with replicas).
+
 Stampede protection: one computation per key and generation at a time in a process (a shared
 future), and across processes on Redis a short ``SET NX PX`` lock; the others wait briefly for the
 result and compute themselves if it does not come (so a crashed lock holder costs latency only).
