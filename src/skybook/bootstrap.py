@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from skybook.booking.handlers import TicketIssuer
 from skybook.booking.repository import TICKETED_CHANNEL
+from skybook.booking.seat_maps import SeatMapCacheInvalidator, SeatMaps
 from skybook.identity import Authenticator, KeyRing, Passwords, TokenService
 from skybook.notifications import EmlWriter, SmtpSender, SmtpServer
 from skybook.notifications.webhooks import WebhookFanout
@@ -39,8 +40,9 @@ class Container:
     tokens: TokenService = field(init=False)
     limiter: RateLimiter = field(init=False)
     authenticator: Authenticator = field(init=False)
-    search_cache: ReadThroughCache = field(init=False)
+    cache: ReadThroughCache = field(init=False)
     search_sources: SearchSources = field(init=False)
+    seat_maps: SeatMaps = field(init=False)
     order_signals: Signals = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,14 +56,17 @@ class Container:
         )
         self.limiter = RateLimiter(limiter_uri(s.redis_url))
         self.authenticator = Authenticator(self.engine, self.tokens, self.clock)
-        self.search_cache = ReadThroughCache(
+        # One read-through cache (one store, one Redis connection pool) for every cached read
+        # model; metrics tell them apart by cache name ("search", "seat_map").
+        self.cache = ReadThroughCache(
             self._cache_store(),
             ttl_seconds=s.cache_ttl_seconds,
             jitter=s.cache_ttl_jitter,
             lock_ms=s.cache_lock_ms,
             wait_ms=s.cache_wait_ms,
         )
-        self.search_sources = SearchSources(self.search_cache, self.engine)
+        self.search_sources = SearchSources(self.cache, self.engine)
+        self.seat_maps = SeatMaps(self.cache, self.engine)
         self.dispatcher = InProcessDispatcher(self.uow, self.clock, self.consumers())
         dsn = listen_dsn(s.resolved_database_url)
         self.order_signals = PgSignals(dsn, TICKETED_CHANNEL) if dsn else NoSignals()
@@ -76,18 +81,22 @@ class Container:
             mail = EmlWriter(s.mail_dir, s.mail_from)
         tickets = TicketIssuer(self)
         webhooks = WebhookFanout(self.clock)
-        invalidator = SearchCacheInvalidator(self.search_cache)
+        invalidator = SearchCacheInvalidator(self.cache)
+        seat_map_invalidator = SeatMapCacheInvalidator(self.cache)
         return [
             Consumer(tickets.name, tickets.event_types, tickets, transport="tasks"),
             Consumer(mail.name, mail.event_types, mail, transport="tasks"),
             Consumer(webhooks.name, webhooks.event_types, webhooks, transport="tasks"),
             Consumer(invalidator.name, invalidator.event_types, invalidator, transport="stream"),
+            Consumer(
+                seat_map_invalidator.name, seat_map_invalidator.event_types, seat_map_invalidator, transport="stream"
+            ),
         ]
 
     async def close(self) -> None:
         """Release what the container opened: the signal listener, the cache client, the pool."""
         await self.order_signals.close()
-        await self.search_cache.close()
+        await self.cache.close()
         await self.engine.dispose()
 
     async def let_consumers_run(self, seconds: float) -> None:

@@ -53,11 +53,12 @@ class Settings(BaseSettings):
         None, description="Redis URL (redis://host:6379/0); rate limits are shared through it. Empty: in memory."
     )
     cache_ttl_seconds: float = Field(
-        300.0,
+        3600.0,
         ge=0,
         le=3600,
-        description="Lifetime of cached search results; inventory changes invalidate them sooner. 0 turns the "
-        "cache off.",
+        description="Lifetime of cached search legs and seat maps. Events invalidate them as soon as they are "
+        "handled, so the TTL only bounds what a lost event could cost; a long one keeps the rarely asked legs "
+        "cached. 0 turns the cache off.",
     )
     cache_ttl_jitter: float = Field(
         0.1, ge=0, le=0.5, description="Cached values live ttl x (1 +/- jitter), drawn at random per value."

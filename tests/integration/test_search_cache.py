@@ -8,10 +8,9 @@ running, a failure with CI=true), on SQLite and PostgreSQL where the database ma
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,58 +20,9 @@ from prometheus_client import REGISTRY
 
 import skybook.search.queries as search_queries
 from skybook.bootstrap import Container
-from skybook.platform.cache import CacheStore, CacheUnavailable, MemoryStore, ReadThroughCache, RedisStore
-from tests.conftest import Network, _unavailable
-
-REDIS_URL = os.environ.get("SKYBOOK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-RUN_PREFIX = f"skybook-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-async def _redis_store(prefix: str) -> RedisStore:
-    import redis.asyncio as redis
-
-    probe = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        await probe.ping()
-    except Exception as err:  # any failure to reach it: skip locally, fail in CI
-        _unavailable("Redis", err)
-    finally:
-        await probe.aclose()
-    # Generous timeout: on a busy CI machine a slow connect must not look like an outage here.
-    return RedisStore(REDIS_URL, prefix=prefix, timeout_ms=5000)
-
-
-async def _drop_keys(prefix: str) -> None:
-    import redis.asyncio as redis
-
-    r = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        keys = [k async for k in r.scan_iter(match=f"{prefix}:*", count=500)]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[CacheStore]:
-    """The adapter under test; Redis keys carry a prefix unique to this run and test."""
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    prefix = f"{RUN_PREFIX}-{uuid.uuid4().hex[:6]}"
-    s = await _redis_store(prefix)
-    yield s
-    await s.close()
-    await _drop_keys(prefix)
-
-
-@pytest.fixture
-def cached(container: Container, store: CacheStore) -> Container:
-    """The test container with the search cache switched on over the adapter under test."""
-    container.search_cache.store = store
-    container.search_cache.ttl_seconds = 60
-    return container
+from skybook.platform.cache import CacheStore, CacheUnavailable, MemoryStore, ReadThroughCache, RedisStore, Refreshable
+from tests.conftest import Network
+from tests.integration.conftest import RUN_PREFIX, _drop_keys, _redis_store
 
 
 class Recomputations:
@@ -219,8 +169,8 @@ async def test_a_search_still_answers_200_when_redis_is_unreachable(
     container: Container, network: Network, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flight = await network.flight()
-    container.search_cache.store = RedisStore("redis://127.0.0.1:1/0", prefix="unreachable", timeout_ms=200)
-    container.search_cache.ttl_seconds = 60
+    container.cache.store = RedisStore("redis://127.0.0.1:1/0", prefix="unreachable", timeout_ms=200)
+    container.cache.ttl_seconds = 60
     db = Recomputations(monkeypatch)
     errors = _metric("error")
 
@@ -232,7 +182,7 @@ async def test_a_search_still_answers_200_when_redis_is_unreachable(
     assert second.content == first.content
     assert db.count == 2  # both answered from the database
     assert _metric("error") == errors + 2
-    await container.search_cache.close()
+    await container.cache.close()
 
 
 @pytest.mark.parametrize("jitter", [0.0, 0.1, 0.5])
@@ -318,3 +268,55 @@ async def test_an_invalidation_lost_to_an_outage_drops_everything_once_the_store
     # Not only route:A but everything is recomputed, whatever the retried event will name.
     assert await cache.get_or_compute("test", "a", ["route:A"], compute) == b"2"
     assert await cache.get_or_compute("test", "b", ["route:B"], compute) == b"2"
+
+
+async def test_an_invalidation_replaces_a_cached_value_in_one_step_so_readers_never_miss(store: CacheStore) -> None:
+    cache = ReadThroughCache(store, ttl_seconds=60, jitter=0.0)
+    version, computed = [1], [0]
+    computing, release = asyncio.Event(), asyncio.Event()
+
+    async def read() -> bytes:
+        computed[0] += 1
+        return str(version[0]).encode()
+
+    async def recompute() -> bytes:
+        computing.set()
+        await release.wait()
+        return str(version[0]).encode()
+
+    assert await cache.get_or_compute("test", "k", ["route:A"], read) == b"1"
+    version[0] = 2  # the change is committed; its event is being handled
+    handling = asyncio.create_task(
+        cache.invalidate_and_refresh("test", ["route:A"], [Refreshable("k", ["route:A"], recompute)])
+    )
+    await computing.wait()
+    # Not handled yet: readers still get the value cached before the change, from the cache.
+    assert await cache.get_or_compute("test", "k", ["route:A"], read) == b"1"
+    release.set()
+    await handling
+    # Handled: the new value, still without a recomputation on the request path.
+    assert await cache.get_or_compute("test", "k", ["route:A"], read) == b"2"
+    assert computed[0] == 1
+
+
+async def test_an_invalidation_racing_the_recomputation_is_never_lost(store: CacheStore) -> None:
+    cache = ReadThroughCache(store, ttl_seconds=60, jitter=0.0)
+    version = [1]
+
+    async def read() -> bytes:
+        return str(version[0]).encode()
+
+    async def recompute_while_another_change_lands() -> bytes:
+        seen = str(version[0]).encode()
+        if version[0] == 2:  # once: another change commits and its invalidation runs before the swap
+            version[0] = 3
+            await cache.invalidate("test", ["route:A"])
+        return seen
+
+    assert await cache.get_or_compute("test", "k", ["route:A"], read) == b"1"
+    version[0] = 2
+    await cache.invalidate_and_refresh(
+        "test", ["route:A"], [Refreshable("k", ["route:A"], recompute_while_another_change_lands)]
+    )
+    # The swap saw the moved generation and fell back to bump + refresh: the value is the latest.
+    assert await cache.get_or_compute("test", "k", ["route:A"], read) == b"3"

@@ -327,7 +327,14 @@ async def cancel_order(order_id: OrderId, principal: BookingWriter, container: C
     responses=error_responses(403, 404, 422),
 )
 async def get_seat_map(
-    _principal: BookingReader, flight_id: Annotated[uuid.UUID, Path(description="Flight id.")], conn: ReadConn
-) -> SeatMapRead:
-    """The flight's seats with window/aisle/exit attributes and availability."""
-    return SeatMapRead.model_validate(await queries.seat_map(conn, flight_id))
+    _principal: BookingReader,
+    flight_id: Annotated[uuid.UUID, Path(description="Flight id.")],
+    container: ContainerDep,
+) -> Response:
+    """The flight's seats with window/aisle/exit attributes and availability.
+
+    Availability may come from the seat-map cache, as of the last seat change it has been told
+    about; choosing a seat always checks the database itself.
+    """
+    # Cached as the finished body (built from SeatMapRead on a miss), so a hit is not re-validated.
+    return Response(await container.seat_maps.json(flight_id), media_type="application/json")

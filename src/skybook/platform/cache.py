@@ -7,6 +7,13 @@ in O(1), every value that depends on it, whatever its key; stale values are simp
 and get overwritten or expire. Reading the generations *before* the database query means a
 computation racing with an invalidation is stored under the old generations and never served.
 
+Refresh in one step: an event consumer can recompute the values of the tags it invalidates first
+and then ``swap`` - bump the tags and store the new values atomically (a Lua script on Redis),
+only if no generation moved meanwhile. Readers get the old values until then (the event is not
+handled yet) and the new ones after, so an invalidation costs no miss on the values people read.
+The script names several keys, so on a Redis Cluster they would need one hash slot; Skybook uses
+a single Redis (or a primary with replicas).
+
 Stampede protection: one computation per key and generation at a time in a process (a shared
 future), and across processes on Redis a short ``SET NX PX`` lock; the others wait briefly for the
 result and compute themselves if it does not come (so a crashed lock holder costs latency only).
@@ -24,7 +31,8 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from prometheus_client import Counter, Histogram
@@ -35,8 +43,16 @@ T = TypeVar("T")
 
 CACHE_REQUESTS = Counter(
     "skybook_cache_requests",
-    "Cache look-ups by cache and result (hit, miss; error = the backend failed and the database answered).",
+    "Cache look-ups by cache and result: hit (answered from the cache), miss (recomputed from the database), "
+    "coalesced (waited for the same recomputation running for another request), error (the backend failed "
+    "and the database answered).",
     ["cache", "result"],
+)
+CACHE_MISSES = Counter(
+    "skybook_cache_misses",
+    "Misses by cause: cold (nothing cached: never asked for, expired or evicted) or stale (cached, but "
+    "invalidated since).",
+    ["cache", "reason"],
 )
 CACHE_SECONDS = Histogram(
     "skybook_cache_seconds",
@@ -68,6 +84,12 @@ class CacheStore(Protocol):
 
     async def bump(self, tags: Sequence[str]) -> None:
         """Advance the generation of every tag."""
+
+    async def swap(
+        self, expected: Mapping[str, int], bump: Sequence[str], values: Mapping[str, tuple[bytes, float]]
+    ) -> bool:
+        """Atomically: if every tag of ``expected`` is still at its generation, bump the ``bump`` tags and
+        store ``values`` (key -> value, TTL seconds); else change nothing and answer False."""
 
     async def try_lock(self, key: str, ttl_ms: int) -> bool:
         """Take the short recomputation lock of ``key``; False if another process holds it."""
@@ -108,6 +130,21 @@ class MemoryStore:
         for t in tags:
             self._tags[t] = self._tags.get(t, 0) + 1
 
+    async def swap(
+        self, expected: Mapping[str, int], bump: Sequence[str], values: Mapping[str, tuple[bytes, float]]
+    ) -> bool:
+        # No await below: nothing else in the process runs between the check and the writes.
+        if any(self._tags.get(t, 0) != g for t, g in expected.items()):
+            return False
+        for t in bump:
+            self._tags[t] = self._tags.get(t, 0) + 1
+        for key, (value, ttl) in values.items():
+            self._values[key] = (self._now() + ttl, value)
+            self._values.move_to_end(key)
+        while len(self._values) > self._max:
+            self._values.popitem(last=False)
+        return True
+
     async def try_lock(self, key: str, ttl_ms: int) -> bool:
         return True  # one process: the in-process single flight already serialises recomputation
 
@@ -130,6 +167,11 @@ class NullStore:
     async def bump(self, tags: Sequence[str]) -> None:
         return None
 
+    async def swap(
+        self, expected: Mapping[str, int], bump: Sequence[str], values: Mapping[str, tuple[bytes, float]]
+    ) -> bool:
+        return True
+
     async def try_lock(self, key: str, ttl_ms: int) -> bool:
         return True
 
@@ -146,6 +188,27 @@ TAG_TTL_SECONDS = 86_400
 FAILURES_BEFORE_BYPASS = 3
 ALL_TAG = "*"
 """Implicitly on every cached value: bumping it invalidates everything."""
+
+# KEYS: n tag keys, then the value keys. ARGV: n, the n expected generations, n bump flags, then a
+# value and its TTL in ms per value key, then the tag TTL. One script, so no other client's bump or
+# read can fall between the check and the writes.
+_SWAP_LUA = """
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') ~= tonumber(ARGV[1 + i]) then return 0 end
+end
+local tag_ttl = ARGV[#ARGV]
+for i = 1, n do
+  if ARGV[1 + n + i] == '1' then
+    redis.call('INCR', KEYS[i])
+    redis.call('EXPIRE', KEYS[i], tag_ttl)
+  end
+end
+for j = 1, #KEYS - n do
+  redis.call('SET', KEYS[n + j], ARGV[2 * n + 2 * j], 'PX', ARGV[2 * n + 2 * j + 1])
+end
+return 1
+"""
 
 
 class RedisStore:
@@ -168,6 +231,7 @@ class RedisStore:
             socket_connect_timeout=timeout_ms / 1000,
             retry_on_timeout=False,
         )
+        self._swap = self._redis.register_script(_SWAP_LUA)
         self._prefix = prefix
         self._retry = retry_seconds
         self._now = monotonic
@@ -221,6 +285,21 @@ class RedisStore:
             # Always tried, even while reads bypass Redis: an invalidation must not be skipped.
             await self._call("bump", run, always=True)
 
+    async def swap(
+        self, expected: Mapping[str, int], bump: Sequence[str], values: Mapping[str, tuple[bytes, float]]
+    ) -> bool:
+        tags = list(expected)
+        bumped = set(bump)
+        if not bumped <= set(tags):
+            raise ValueError("every bumped tag must be among the expected ones")
+        keys = [*(self._t(t) for t in tags), *(self._k(k) for k in values)]
+        args: list[str | bytes | int] = [len(tags), *(expected[t] for t in tags), *(int(t in bumped) for t in tags)]
+        for value, ttl in values.values():
+            args += [value, max(1, int(ttl * 1000))]
+        args.append(TAG_TTL_SECONDS)
+        # Always tried, like bump: it carries an invalidation.
+        return bool(await self._call("swap", lambda: self._swap(keys=keys, args=args), always=True))
+
     async def try_lock(self, key: str, ttl_ms: int) -> bool:
         return bool(await self._call("lock", lambda: self._redis.set(self._l(key), b"1", nx=True, px=ttl_ms)))
 
@@ -238,6 +317,15 @@ def _encode(gens: Sequence[int], body: bytes) -> bytes:
 def _decode(raw: bytes) -> tuple[list[int], bytes]:
     head, _, body = raw.partition(b"\n")
     return ([int(g) for g in head.split(b",")] if head else []), body
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshable:
+    """A cached value an invalidation may recompute at once: its key, its tags and how to compute it."""
+
+    key: str
+    tags: Sequence[str]
+    compute: Callable[[], Awaitable[bytes]]
 
 
 class ReadThroughCache:
@@ -289,13 +377,15 @@ class ReadThroughCache:
             if stored_gens == gens:
                 self._observe(cache, "hit", started)
                 return body
+        if gens is not None:
+            CACHE_MISSES.labels(cache, "cold" if raw is None else "stale").inc()
         # In-process single flight; with the backend down the key alone identifies the work.
         flight_key = f"{key}|{'down' if gens is None else ','.join(map(str, gens))}"
         running = self._inflight.get(flight_key)
         if running is not None:
             # Someone in this process is already computing this very value: share its answer.
             body = await asyncio.shield(running)
-            self._observe(cache, "hit" if gens is not None else "error", started)
+            self._observe(cache, "coalesced" if gens is not None else "error", started)
             return body
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inflight[flight_key] = future
@@ -350,7 +440,7 @@ class ReadThroughCache:
                     return body
         return None
 
-    async def refresh(self, key: str, tags: Sequence[str], compute: Callable[[], Awaitable[bytes]]) -> bool:
+    async def refresh(self, cache: str, key: str, tags: Sequence[str], compute: Callable[[], Awaitable[bytes]]) -> bool:
         """Recompute a value that is cached (stale or not) under the tags' current generations.
 
         Called right after an invalidation, it moves the recomputation off the request path; a
@@ -367,8 +457,67 @@ class ReadThroughCache:
             await self.store.store(key, _encode(gens, body), self.ttl())
         except CacheUnavailable:
             return False
-        CACHE_REFRESHES.labels(self._name_of(key)).inc()
+        CACHE_REFRESHES.labels(cache).inc()
         return True
+
+    async def invalidate_and_refresh(self, cache: str, tags: Sequence[str], values: Sequence[Refreshable]) -> None:
+        """Invalidate ``tags`` and, in the same atomic step, replace those of ``values`` that are cached.
+
+        The new values are computed first (after the change that invalidates them was committed),
+        then one ``swap`` bumps the tags and stores them, provided no generation moved meanwhile.
+        Until then readers keep getting the old values - the invalidating event is not handled
+        yet, so that is all they were promised - and after it the new ones: a change costs the
+        keys people read no miss. If a concurrent invalidation moved a generation, it falls back
+        to bump-then-refresh. Raises CacheUnavailable, like ``invalidate``, so the event is retried.
+        """
+        if not self.enabled or self._flush_pending:
+            await self._invalidate_then_refresh(cache, tags, values)
+            return
+        expected: dict[str, int] = {}
+        cached: list[tuple[Refreshable, list[str], list[int]]] = []
+        consistent = True
+        try:
+            for v in values:
+                vtags = [*v.tags, ALL_TAG]
+                raw, gens = await self.store.fetch(v.key, vtags)
+                for t, g in zip(vtags, gens, strict=True):
+                    consistent = consistent and expected.setdefault(t, g) == g
+                if raw is not None:
+                    cached.append((v, vtags, gens))
+        except CacheUnavailable:
+            await self.invalidate(cache, tags)  # raises if the store is still down
+            return
+        if not cached or not consistent:
+            await self._invalidate_then_refresh(cache, tags, [v for v, _, _ in cached])
+            return
+        bump = set(tags)
+        fresh: dict[str, tuple[bytes, float]] = {}
+        try:
+            for v, vtags, gens in cached:
+                body = await v.compute()
+                fresh[v.key] = (_encode([g + (t in bump) for t, g in zip(vtags, gens, strict=True)], body), self.ttl())
+        except BaseException:
+            await self.invalidate(cache, tags)  # never leave the old values valid because a recomputation failed
+            raise
+        covered = [t for t in tags if t in expected]
+        others = [t for t in tags if t not in expected]
+        try:
+            if others:
+                await self.store.bump(others)
+            swapped = await self.store.swap(expected, covered, fresh)
+        except CacheUnavailable:
+            self._flush_pending = True
+            raise
+        if not swapped:
+            await self._invalidate_then_refresh(cache, tags, [v for v, _, _ in cached])
+            return
+        CACHE_INVALIDATIONS.labels(cache).inc(len(tags))
+        CACHE_REFRESHES.labels(cache).inc(len(fresh))
+
+    async def _invalidate_then_refresh(self, cache: str, tags: Sequence[str], values: Sequence[Refreshable]) -> None:
+        await self.invalidate(cache, tags)
+        for v in values:
+            await self.refresh(cache, v.key, v.tags, v.compute)
 
     async def invalidate(self, cache: str, tags: Sequence[str]) -> None:
         """Bump every tag; raises CacheUnavailable so an event consumer is retried."""
@@ -390,10 +539,6 @@ class ReadThroughCache:
 
     async def close(self) -> None:
         await self.store.close()
-
-    @staticmethod
-    def _name_of(key: str) -> str:
-        return key.split(":", 1)[0]
 
     @staticmethod
     def _observe(cache: str, result: str, started: float) -> None:

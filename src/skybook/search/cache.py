@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from skybook import inventory
-from skybook.platform.cache import ReadThroughCache
+from skybook.platform.cache import ReadThroughCache, Refreshable
 from skybook.platform.events import Event
 from skybook.platform.uow import UnitOfWork
 from skybook.search import queries
@@ -94,17 +94,21 @@ class SearchCacheInvalidator:
             sa.select(f.origin, f.destination, f.departure_date).where(f.id.in_([uuid.UUID(str(i)) for i in ids]))
         )
         route_days = sorted({(r.origin, r.destination, r.departure_date) for r in rows})
-        # A Redis failure raises here: the transaction (and its inbox claim) rolls back and the
+        # Invalidate and recompute the legs somebody had cached in one step (refresh-ahead): the
+        # next searches hit, and until the swap they read the old legs - the event is not handled
+        # yet. A Redis failure raises here: the transaction (and its inbox claim) rolls back and the
         # event is delivered again, so the invalidation is retried rather than lost.
-        await self._cache.invalidate(CACHE_NAME, [route_tag(*rd) for rd in route_days])
-        # Refresh-ahead: recompute the legs somebody had cached, now, once, here - instead of in
-        # the next search of each. Read after the bump, so a later change still invalidates them.
+        legs: list[Refreshable] = []
         for origin, destination, day in route_days:
             for cabin in CABINS:
 
                 async def compute(o: str = origin, d: str = destination, dd: date = day, c: str = cabin) -> bytes:
+                    # Reads the database after the change committed: what the new generation promises.
                     return orjson.dumps(await queries.load_leg(uow.conn, o, d, dd, c))
 
-                await self._cache.refresh(
-                    leg_key(origin, destination, day, cabin), [route_tag(origin, destination, day)], compute
+                legs.append(
+                    Refreshable(
+                        leg_key(origin, destination, day, cabin), [route_tag(origin, destination, day)], compute
+                    )
                 )
+        await self._cache.invalidate_and_refresh(CACHE_NAME, [route_tag(*rd) for rd in route_days], legs)
