@@ -152,6 +152,7 @@ def worker() -> None:
             prefetch=settings.worker_prefetch,
             max_attempts=settings.worker_max_attempts,
             retry_base_delay=settings.worker_retry_base_delay_seconds,
+            kafka_fetch_wait_max_ms=settings.kafka_fetch_wait_max_ms,
         ),
         rabbitmq_url=settings.rabbitmq_url,
         kafka_bootstrap_servers=settings.kafka_bootstrap_servers,

@@ -43,6 +43,7 @@ class WorkerOptions:
     prefetch: int = 64
     max_attempts: int = 5
     retry_base_delay: float = 1.0
+    kafka_fetch_wait_max_ms: int = 100
     batch_wait: float = 0.001
     """After a first message, how long to let further ones arrive before handling them together."""
 
@@ -303,7 +304,13 @@ class Worker:
         assert self._kafka is not None
         consumer = handling.consumer
         topics = sorted({self._names.topic_of_type(t) for t in consumer.event_types})
-        client = confluent_kafka.Consumer(consumer_config(self._kafka, self._names.group(consumer.name)))
+        client = confluent_kafka.Consumer(
+            consumer_config(
+                self._kafka,
+                self._names.group(consumer.name),
+                fetch_wait_max_ms=self._options.kafka_fetch_wait_max_ms,
+            )
+        )
         try:
             client.subscribe(topics)
             while not self._stop.is_set():
