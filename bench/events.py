@@ -467,7 +467,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="Events/s of the latency phase.")
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds of the latency phase.")
     parser.add_argument("--sustained-events", type=int, default=30000)
-    parser.add_argument("--writers", type=int, default=8, help="Concurrent writer connections.")
+    parser.add_argument("--writers", type=int, default=16, help="Concurrent writer connections.")
     parser.add_argument("--prefetch", type=int, default=500)
     parser.add_argument(
         "--kafka-fetch-wait-ms", type=int, default=5, help="Workers' fetch.wait.max.ms on the Kafka mock cluster."

@@ -334,7 +334,9 @@ class Worker:
                     if event.type in consumer.event_types:
                         events.append(event)
                 await self._handle_in_order(handling, events)
-                await asyncio.to_thread(client.commit, asynchronous=False)
+                # After the database commit, without waiting for the broker's answer: a commit that
+                # is lost (crash, rebalance) only redelivers records the inbox already holds.
+                client.commit(asynchronous=True)
         finally:
             await asyncio.to_thread(client.close)
 
