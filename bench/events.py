@@ -68,9 +68,9 @@ async def _record_many(events: Sequence[Event], uow: UnitOfWork) -> None:
 
 
 def _consumer(name: str, transport: Literal["tasks", "stream"]) -> Consumer:
-    # SKYBOOK_BENCH_PER_EVENT=1 measures the per-event path (one statement per event) instead.
-    many = None if os.environ.get("SKYBOOK_BENCH_PER_EVENT") == "1" else _record_many
-    return Consumer(name, frozenset({EVENT_TYPE}), _record, transport, handle_many=many)
+    if os.environ.get("SKYBOOK_BENCH_PER_EVENT") == "1":  # --per-event: one statement per event
+        return Consumer(name, frozenset({EVENT_TYPE}), _record, transport)
+    return Consumer(name, frozenset({EVENT_TYPE}), _record, transport, handle_many=_record_many)
 
 
 def tasks_consumers() -> list[Consumer]:
@@ -359,7 +359,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     await reset_database(args.database_url, args.admin_url)
     await asyncio.to_thread(upgrade, args.database_url)
-    engine = create_async_engine(args.database_url, pool_size=args.writers + 4)
+    engine = create_async_engine(args.database_url, pool_size=4)
     async with engine.begin() as conn:
         await conn.execute(sa.text("CREATE TABLE bench_effects (event_id text PRIMARY KEY, handled_at float8)"))
     holder, bootstrap = kafka_mock() if "kafka" in args.transports else (None, "")
@@ -380,10 +380,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     "SKYBOOK_DATABASE_URL": args.database_url,
                     "SKYBOOK_DATABASE_POOL_SIZE": "10",
                     "SKYBOOK_BROKER_PREFIX": prefix,
-                    "SKYBOOK_RELAY_BATCH_SIZE": "500",
+                    "SKYBOOK_RELAY_BATCH_SIZE": str(args.relay_batch),
                     "SKYBOOK_WORKER_PREFETCH": str(args.prefetch),
                     "SKYBOOK_LOG_LEVEL": "INFO",
                     "SKYBOOK_DATA_DIR": args.log_dir,
+                    "SKYBOOK_BENCH_PER_EVENT": "1" if args.per_event else "0",
                 }
             )
             if transport == "kafka":
@@ -469,12 +470,16 @@ def main() -> None:
     parser.add_argument("--sustained-events", type=int, default=30000)
     parser.add_argument("--writers", type=int, default=16, help="Concurrent writer connections.")
     parser.add_argument("--prefetch", type=int, default=500)
+    parser.add_argument("--relay-batch", type=int, default=500, help="SKYBOOK_RELAY_BATCH_SIZE of the relay.")
     parser.add_argument(
         "--kafka-fetch-wait-ms", type=int, default=5, help="Workers' fetch.wait.max.ms on the Kafka mock cluster."
     )
     parser.add_argument("--log-dir", default="/tmp/skybook-bench-events")
     parser.add_argument(
         "--profile", action="store_true", help="Run relay and worker under cProfile (.prof in --log-dir)."
+    )
+    parser.add_argument(
+        "--per-event", action="store_true", help="The bench consumer handles each event alone (no handle_many)."
     )
     parser.add_argument("--writer-phase", choices=["latency", "sustained"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -486,6 +491,8 @@ def main() -> None:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             print(json.dumps(runner.run(Writers(args).run(args.writer_phase))))
         return
+    if args.per_event:
+        os.environ["SKYBOOK_BENCH_PER_EVENT"] = "1"  # this process builds the consumers too (clean-up)
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     print(json.dumps(asyncio.run(bench(args)), indent=2))
 
