@@ -20,18 +20,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from skybook.platform.dispatcher import Consumer
 from skybook.platform.events import Event
@@ -53,42 +53,49 @@ def _json_text(value: Any) -> str:
 
 
 _RECORD = sa.text("INSERT INTO bench_effects (event_id, handled_at) VALUES (:e, extract(epoch from clock_timestamp()))")
+# A batch's effects in one statement (clock_timestamp() is read per row, when the row is written).
+_RECORD_MANY = sa.text(
+    "INSERT INTO bench_effects (event_id, handled_at) SELECT unnest(:ids), extract(epoch from clock_timestamp())"
+).bindparams(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text)))
 
 
 async def _record(event: Event, uow: UnitOfWork) -> None:
     await uow.conn.execute(_RECORD, {"e": str(event.id)})
 
 
+async def _record_many(events: Sequence[Event], uow: UnitOfWork) -> None:
+    await uow.conn.execute(_RECORD_MANY, {"ids": [str(e.id) for e in events]})
+
+
+def _consumer(name: str, transport: Literal["tasks", "stream"]) -> Consumer:
+    if os.environ.get("SKYBOOK_BENCH_PER_EVENT") == "1":  # --per-event: one statement per event
+        return Consumer(name, frozenset({EVENT_TYPE}), _record, transport)
+    return Consumer(name, frozenset({EVENT_TYPE}), _record, transport, handle_many=_record_many)
+
+
 def tasks_consumers() -> list[Consumer]:
     """The bench consumer on RabbitMQ (loaded by the worker through SKYBOOK_EXTRA_CONSUMERS)."""
-    return [Consumer("bench-tasks", frozenset({EVENT_TYPE}), _record, "tasks")]
+    return [_consumer("bench-tasks", "tasks")]
 
 
 def stream_consumers() -> list[Consumer]:
     """The bench consumer on Kafka."""
-    return [Consumer("bench-stream", frozenset({EVENT_TYPE}), _record, "stream")]
+    return [_consumer("bench-stream", "stream")]
 
 
-def kafka_mock() -> tuple[Any, str]:
-    import confluent_kafka
-
-    lines: list[str] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(record.getMessage())
-
-    logger = logging.getLogger("bench.kafka-mock")
-    logger.addHandler(Capture())
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    holder = confluent_kafka.Producer({"test.mock.num.brokers": 1, "logger": logger, "debug": "mock"})
-    for _ in range(100):
-        holder.poll(0.1)
-        for line in lines:
-            if m := re.search(r"replaced with (\S+)", line):
-                return holder, m.group(1)
-    raise RuntimeError("mock cluster did not start")
+def kafka_mock() -> tuple[subprocess.Popen[bytes], str]:
+    """librdkafka's in-memory mock cluster in a process of its own (``deploy/cluster/kafka_mock.py``),
+    so the CPU it costs is counted apart from the bench's."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "deploy" / "cluster" / "kafka_mock.py"), "--brokers", "1"],
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    address = proc.stdout.readline().decode().strip()
+    if not address:
+        proc.kill()
+        raise RuntimeError("mock cluster did not start")
+    return proc, address
 
 
 async def reset_database(url: str, admin_url: str) -> None:
@@ -116,6 +123,7 @@ class Run:
         self.env = env
         self.procs: list[subprocess.Popen[bytes]] = []
         self.baseline = 0
+        self.mock: subprocess.Popen[bytes] | None = None
 
     def start(self, command: str) -> None:
         log = open(Path(self.args.log_dir) / f"{self.transport}-{command}.log", "wb")  # noqa: SIM115
@@ -126,16 +134,27 @@ class Run:
             argv[1:1] = ["-m", "cProfile", "-o", str(out)]
         self.procs.append(subprocess.Popen(argv, env=self.env, stdout=log, stderr=log))
 
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU time (user + system) each subprocess used so far, from /proc (Linux)."""
+    async def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by the relay, the worker, their PostgreSQL sessions,
+        this process, the Kafka mock cluster's process and the RabbitMQ broker (shared with anything
+        else using it on this machine), from /proc (Linux)."""
         found: dict[str, float] = {}
-        tick = os.sysconf("SC_CLK_TCK")
         for name, p in zip(("relay", "worker"), self.procs, strict=False):
-            try:
-                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            found[name] = round((int(fields[11]) + int(fields[12])) / tick, 2)
+            if (cpu := _proc_cpu(p.pid)) is not None:
+                found[name] = cpu
+        async with self.engine.connect() as conn:
+            pids = await conn.scalars(
+                sa.text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            # The relay's and the worker's sessions (the writers' are counted by the writer process).
+            found["relay_worker_postgres_backends"] = sum(_proc_cpu(pid) or 0.0 for pid in pids)
+        found["bench_process"] = time.process_time()
+        if self.transport == "rabbitmq" and (broker := _broker_pid()) is not None:
+            found["rabbitmq_broker_shared"] = _proc_cpu(broker) or 0.0
+        if self.transport == "kafka" and self.mock is not None:
+            found["kafka_mock_cluster"] = _proc_cpu(self.mock.pid) or 0.0
         return found
 
     def stop(self) -> None:
@@ -147,6 +166,81 @@ class Run:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+    async def writers_phase(self, phase: str) -> dict[str, Any]:
+        """Run one write phase in a writer process of its own (uvloop, raw asyncpg), so the load
+        generator neither shares an event loop with this process nor is limited by its GIL."""
+        argv = [sys.executable, str(ROOT / "bench" / "events.py"), "--writer-phase", phase]
+        argv += ["--database-url", self.args.database_url, "--rate", str(self.args.rate)]
+        argv += ["--duration", str(self.args.duration), "--writers", str(self.args.writers)]
+        argv += ["--sustained-events", str(self.args.sustained_events)]
+        proc = await asyncio.create_subprocess_exec(*argv, env=self.env, stdout=asyncio.subprocess.PIPE)
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"writer process failed ({proc.returncode})")
+        found: dict[str, Any] = json.loads(out)
+        return found
+
+    async def count(self) -> int:
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(sa.text("SELECT count(*) FROM bench_effects")) or 0)
+
+    async def wait_all(self, ids: set[str], within: float) -> dict[str, float]:
+        """Wait until every event in ``ids`` was handled (polling a count, cheap), then read the times."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if await self.count() >= self.baseline + len(ids):
+                break
+            await asyncio.sleep(0.2)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text("SELECT event_id, handled_at FROM bench_effects WHERE event_id = ANY(:ids)"),
+                {"ids": list(ids)},
+            )
+            got = {r.event_id: float(r.handled_at) for r in rows}
+        self.baseline = await self.count()
+        if len(got) < len(ids):
+            raise RuntimeError(f"{self.transport}: only {len(got)} of {len(ids)} events handled in {within}s")
+        return got
+
+    async def latency(self) -> dict[str, Any]:
+        wrote = await self.writers_phase("latency")
+        committed: dict[str, float] = wrote["committed"]
+        handled = await self.wait_all(set(committed), within=120)
+        lat = [(handled[k] - committed[k]) * 1000 for k in committed]
+        return {
+            "events": len(committed),
+            "target_rate": self.args.rate,
+            "offered_rate": wrote["offered_rate"],
+            "writes_more_than_5ms_late": wrote["late"],
+            "p50_ms": round(percentile(lat, 0.50), 2),
+            "p90_ms": round(percentile(lat, 0.90), 2),
+            "p99_ms": round(percentile(lat, 0.99), 2),
+            "max_ms": round(max(lat), 2),
+            "writer_cpu_s": wrote["cpu_s"],
+        }
+
+    async def sustained(self) -> dict[str, Any]:
+        wrote = await self.writers_phase("sustained")
+        committed = set(wrote["ids"])
+        first, written = wrote["first"], wrote["written"]
+        handled = await self.wait_all(committed, within=300)
+        last = max(handled.values())
+        return {
+            "events": len(committed),
+            "events_per_transaction": wrote["per_tx"],
+            "write_rate": round(len(committed) / (written - first), 1),
+            "events_per_second": round(len(committed) / (last - first), 1),
+            "drain_after_last_commit_s": round(last - written, 2),
+            "writer_cpu_s": wrote["cpu_s"],
+        }
+
+
+class Writers:
+    """The load generator (its own process): commits bench events the way the API's unit of work does."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
 
     async def write(self, batch: int = 1) -> tuple[list[str], float]:
         """Commit ``batch`` events in one transaction; returns their ids and when the commit returned.
@@ -176,33 +270,17 @@ class Run:
             conn = await asyncpg.connect(dsn, timeout=10)
             self.writers.put_nowait(conn)
 
-    async def close_writers(self) -> None:
+    async def close_writers(self) -> dict[str, float]:
+        """Close the connections; returns the CPU seconds their PostgreSQL backends used (same host)."""
+        cpu = 0.0
         while not self.writers.empty():
-            await self.writers.get_nowait().close()
-
-    async def count(self) -> int:
-        async with self.engine.connect() as conn:
-            return int(await conn.scalar(sa.text("SELECT count(*) FROM bench_effects")) or 0)
-
-    async def wait_all(self, ids: set[str], within: float) -> dict[str, float]:
-        """Wait until every event in ``ids`` was handled (polling a count, cheap), then read the times."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if await self.count() >= self.baseline + len(ids):
-                break
-            await asyncio.sleep(0.2)
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.text("SELECT event_id, handled_at FROM bench_effects WHERE event_id = ANY(:ids)"),
-                {"ids": list(ids)},
-            )
-            got = {r.event_id: float(r.handled_at) for r in rows}
-        self.baseline = await self.count()
-        if len(got) < len(ids):
-            raise RuntimeError(f"{self.transport}: only {len(got)} of {len(ids)} events handled in {within}s")
-        return got
+            conn = self.writers.get_nowait()
+            cpu += _proc_cpu(await conn.fetchval("SELECT pg_backend_pid()")) or 0.0
+            await conn.close()
+        return {"postgres_backends": round(cpu, 2)}
 
     async def latency(self) -> dict[str, Any]:
+        """Open loop at ``--rate``, one event per transaction; commit times by event id."""
         rate, duration = self.args.rate, self.args.duration
         total = int(rate * duration)
         committed: dict[str, float] = {}
@@ -225,22 +303,12 @@ class Run:
 
         await asyncio.gather(*(writer() for _ in range(self.args.writers)))
         offered = time.monotonic() - start
-        handled = await self.wait_all(set(committed), within=120)
-        lat = [(handled[k] - committed[k]) * 1000 for k in committed]
-        return {
-            "events": total,
-            "target_rate": rate,
-            "offered_rate": round(total / offered, 1),
-            "writes_more_than_5ms_late": late,
-            "p50_ms": round(percentile(lat, 0.50), 2),
-            "p90_ms": round(percentile(lat, 0.90), 2),
-            "p99_ms": round(percentile(lat, 0.99), 2),
-            "max_ms": round(max(lat), 2),
-        }
+        return {"committed": committed, "offered_rate": round(total / offered, 1), "late": late}
 
     async def sustained(self) -> dict[str, Any]:
+        """As fast as the writers can, 10 events per transaction."""
         total, per_tx = self.args.sustained_events, 10
-        committed: set[str] = set()
+        committed: list[str] = []
         first = time.time()
         remaining = total // per_tx
 
@@ -249,19 +317,39 @@ class Run:
             while remaining > 0:
                 remaining -= 1
                 ids, _ = await self.write(per_tx)
-                committed.update(ids)
+                committed.extend(ids)
 
         await asyncio.gather(*(writer() for _ in range(self.args.writers)))
-        written = time.time()
-        handled = await self.wait_all(committed, within=300)
-        last = max(handled.values())
-        return {
-            "events": len(committed),
-            "events_per_transaction": per_tx,
-            "write_rate": round(len(committed) / (written - first), 1),
-            "events_per_second": round(len(committed) / (last - first), 1),
-            "drain_after_last_commit_s": round(last - written, 2),
-        }
+        return {"ids": committed, "per_tx": per_tx, "first": first, "written": time.time()}
+
+    async def run(self, phase: str) -> dict[str, Any]:
+        await self.open_writers()
+        cpu0 = time.process_time()
+        result = await (self.latency() if phase == "latency" else self.sustained())
+        result["cpu_s"] = {"writers": round(time.process_time() - cpu0, 2)}
+        result["cpu_s"].update(await self.close_writers())
+        return result
+
+
+def _broker_pid() -> int | None:
+    """The RabbitMQ broker's process (Erlang's beam.smp), if it runs on this host."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def _proc_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a process used so far, from /proc (Linux); None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,7 +359,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     await reset_database(args.database_url, args.admin_url)
     await asyncio.to_thread(upgrade, args.database_url)
-    engine = create_async_engine(args.database_url, pool_size=args.writers + 4)
+    engine = create_async_engine(args.database_url, pool_size=4)
     async with engine.begin() as conn:
         await conn.execute(sa.text("CREATE TABLE bench_effects (event_id text PRIMARY KEY, handled_at float8)"))
     holder, bootstrap = kafka_mock() if "kafka" in args.transports else (None, "")
@@ -292,14 +380,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     "SKYBOOK_DATABASE_URL": args.database_url,
                     "SKYBOOK_DATABASE_POOL_SIZE": "10",
                     "SKYBOOK_BROKER_PREFIX": prefix,
-                    "SKYBOOK_RELAY_BATCH_SIZE": "500",
+                    "SKYBOOK_RELAY_BATCH_SIZE": str(args.relay_batch),
                     "SKYBOOK_WORKER_PREFETCH": str(args.prefetch),
                     "SKYBOOK_LOG_LEVEL": "INFO",
                     "SKYBOOK_DATA_DIR": args.log_dir,
+                    "SKYBOOK_BENCH_PER_EVENT": "1" if args.per_event else "0",
                 }
             )
             if transport == "kafka":
                 env["SKYBOOK_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+                # The mock cluster holds every fetch for the full fetch.wait.max.ms even when records
+                # are there (a real broker answers at once), which would measure that setting only.
+                env["SKYBOOK_KAFKA_FETCH_WAIT_MAX_MS"] = str(args.kafka_fetch_wait_ms)
                 env["SKYBOOK_EXTRA_CONSUMERS"] = "bench.events:stream_consumers"
             else:
                 env["SKYBOOK_RABBITMQ_URL"] = args.rabbitmq_url
@@ -309,26 +401,33 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 await conn.execute(sa.text("UPDATE outbox SET stream_sent_at = now(), tasks_sent_at = now()"))
                 await conn.execute(sa.text("TRUNCATE bench_effects"))
             run = Run(args, engine, transport, env)
-            await run.open_writers()
+            run.mock = holder
+            warm_writers = Writers(args)
+            await warm_writers.open_writers()
             run.start("relay")
             run.start("worker")
             try:
                 warm: set[str] = set()
                 for _ in range(20):
-                    ids, _at = await run.write(10)
+                    ids, _at = await warm_writers.write(10)
                     warm.update(ids)
                 await run.wait_all(warm, within=120)
-                cpu0 = run.cpu_seconds()
+                cpu0 = await run.cpu_seconds()
                 latency = await run.latency()
-                cpu1 = run.cpu_seconds()
+                cpu1 = await run.cpu_seconds()
                 sustained = await run.sustained()
-                cpu2 = run.cpu_seconds()
-                latency["cpu_s"] = {k: round(cpu1[k] - cpu0.get(k, 0), 2) for k in cpu1}
-                sustained["cpu_s"] = {k: round(cpu2[k] - cpu1.get(k, 0), 2) for k in cpu2}
+                cpu2 = await run.cpu_seconds()
+                for phase, before, after in ((latency, cpu0, cpu1), (sustained, cpu1, cpu2)):
+                    cpu = {k: round(after[k] - before[k], 3) for k in after if k in before}
+                    cpu.update({f"writer_{k}": v for k, v in phase.pop("writer_cpu_s").items()})
+                    phase["cpu_s"] = cpu
+                    # What each process spends per event: the figure that does not depend on how
+                    # busy the (shared) machine was.
+                    phase["cpu_ms_per_event"] = {k: round(v * 1000 / phase["events"], 3) for k, v in cpu.items()}
                 results[transport] = {"latency": latency, "sustained": sustained}
             finally:
                 run.stop()
-                await run.close_writers()
+                await warm_writers.close_writers()
                 if transport == "rabbitmq":
                     await delete_rabbit_objects(args.rabbitmq_url, prefix)
                 async with engine.begin() as conn:
@@ -336,7 +435,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await engine.dispose()
         if holder is not None:
-            holder.flush(1)
+            holder.terminate()
+            holder.wait(timeout=10)
     results["load_average_after"] = os.getloadavg()
     return results
 
@@ -368,13 +468,31 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="Events/s of the latency phase.")
     parser.add_argument("--duration", type=float, default=10.0, help="Seconds of the latency phase.")
     parser.add_argument("--sustained-events", type=int, default=30000)
-    parser.add_argument("--writers", type=int, default=8, help="Concurrent writer connections.")
+    parser.add_argument("--writers", type=int, default=16, help="Concurrent writer connections.")
     parser.add_argument("--prefetch", type=int, default=500)
+    parser.add_argument("--relay-batch", type=int, default=500, help="SKYBOOK_RELAY_BATCH_SIZE of the relay.")
+    parser.add_argument(
+        "--kafka-fetch-wait-ms", type=int, default=5, help="Workers' fetch.wait.max.ms on the Kafka mock cluster."
+    )
     parser.add_argument("--log-dir", default="/tmp/skybook-bench-events")
     parser.add_argument(
         "--profile", action="store_true", help="Run relay and worker under cProfile (.prof in --log-dir)."
     )
+    parser.add_argument(
+        "--per-event", action="store_true", help="The bench consumer handles each event alone (no handle_many)."
+    )
+    parser.add_argument("--writer-phase", choices=["latency", "sustained"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.writer_phase:
+        # The writer process (started by the bench itself): uvloop, so the load generator can
+        # offer the target rate on a small machine.
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            print(json.dumps(runner.run(Writers(args).run(args.writer_phase))))
+        return
+    if args.per_event:
+        os.environ["SKYBOOK_BENCH_PER_EVENT"] = "1"  # this process builds the consumers too (clean-up)
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     print(json.dumps(asyncio.run(bench(args)), indent=2))
 

@@ -178,6 +178,14 @@ class Settings(BaseSettings):
     worker_prefetch: int = Field(
         64, ge=1, le=5000, description="Unacknowledged messages a worker holds per consumer (bounded concurrency)."
     )
+    kafka_fetch_wait_max_ms: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Longest a worker's Kafka fetch waits for records (fetch.wait.max.ms). A real broker answers "
+        "as soon as a record is there; librdkafka's mock cluster holds each fetch this long, so tests and "
+        "benchmarks on it lower it.",
+    )
     worker_max_attempts: int = Field(
         5, ge=1, le=100, description="Attempts at one message before it goes to the dead-letter queue."
     )

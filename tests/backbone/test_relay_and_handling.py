@@ -155,3 +155,40 @@ async def test_the_embedded_dispatcher_delivers_a_batch_around_a_poison_event(co
     assert effects == []
     async with container.engine.connect() as conn:
         assert await conn.scalar(sa.select(outbox.c.attempts).where(outbox.c.position == rows[2].position)) == 2
+
+
+async def test_a_batch_consumer_gets_only_new_events_in_order_and_a_poison_batch_falls_back_to_one_by_one(
+    container: Container,
+) -> None:
+    batches: list[list[int]] = []
+    singles: list[int] = []
+
+    async def handle(event: Event, uow: UnitOfWork) -> None:
+        if event.data.get("poison"):
+            raise RuntimeError("bad")
+        singles.append(event.data["n"])
+
+    async def handle_many(events: Sequence[Event], uow: UnitOfWork) -> None:
+        if any(e.data.get("poison") for e in events):
+            raise RuntimeError("bad")
+        batches.append([e.data["n"] for e in events])
+
+    consumer = Consumer("c1", frozenset({"x.y"}), handle, handle_many=handle_many)
+    handling = Handling(consumer, container.uow, container.clock)
+    first = [Event(type="x.y", aggregate_id="a", data={"n": n}) for n in range(3)]
+
+    assert await handling.batch(first) == [None, None, None]
+    assert batches == [[0, 1, 2]] and singles == []
+
+    # A redelivery of two of them with two new ones (one twice): only the new ones, once, in order.
+    later = [Event(type="x.y", aggregate_id="a", data={"n": n}) for n in (3, 4)]
+    assert await handling.batch([first[1], later[0], first[2], later[1], later[0]]) == [None] * 5
+    assert batches == [[0, 1, 2], [3, 4]]
+
+    # A poison event fails the batch call; every event is then handled alone through ``handle``.
+    poison = [Event(type="x.y", aggregate_id="a", data={"n": n, "poison": n == 6}) for n in (5, 6, 7)]
+    errors = await handling.batch(poison)
+    assert [e is None for e in errors] == [True, False, True]
+    assert singles == [5, 7]
+    async with container.engine.connect() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).select_from(inbox)) == 7

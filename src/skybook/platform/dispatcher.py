@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import sqlalchemy as sa
+import structlog
 
 from skybook.platform.clock import Clock
 from skybook.platform.events import Event
@@ -26,6 +27,7 @@ from skybook.platform.uow import UnitOfWork
 log = logging.getLogger("skybook.dispatcher")
 
 Handler = Callable[[Event, UnitOfWork], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Event], UnitOfWork], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,37 @@ class Consumer:
     transport: Literal["tasks", "stream"] = "tasks"
     """Where a scaled-out worker reads it: ``tasks`` = a RabbitMQ work queue of its own, ``stream`` = a Kafka
     consumer group on the context topics. The embedded dispatcher ignores it."""
+    handle_many: BatchHandler | None = None
+    """Optional: the effects of several events (in their order) in one call, e.g. one statement for
+    a whole batch. Used when a batch is handled in one transaction; ``handle`` still handles an event
+    alone (the one-by-one fallback that isolates a failing event, ``dlq replay``)."""
+
+
+async def handle_claimed(consumer: Consumer, events: Sequence[Event], uow: UnitOfWork) -> int:
+    """Claim ``events`` in the inbox and run the consumer on the new ones, in ``uow``'s transaction.
+
+    One statement claims the whole batch; an event already in the inbox (a redelivery), or met
+    twice in the batch, is not handled again. Returns how many events were handled. The caller
+    commits, or rolls back everything when this raises (then it retries the events one by one).
+    Shared by the embedded dispatcher and the workers, so both keep the same rules.
+    """
+    claimed = await claim_inbox_many(uow.conn, consumer=consumer.name, events=events)
+    fresh: list[Event] = []
+    for event in events:
+        if event.id in claimed:
+            claimed.discard(event.id)
+            fresh.append(event)
+    if not fresh:
+        return 0
+    if consumer.handle_many is not None:
+        with structlog.contextvars.bound_contextvars(consumer=consumer.name, events=len(fresh)):
+            await consumer.handle_many(fresh, uow)
+        return len(fresh)
+    for event in fresh:
+        # Log records of the consumer (and the events it raises) carry the event's ids.
+        with handling_event(event, consumer.name):
+            await consumer.handle(event, uow)
+    return len(fresh)
 
 
 class InProcessDispatcher:
@@ -110,12 +143,7 @@ class InProcessDispatcher:
 
     async def _handle_together(self, consumer: Consumer, events: list[Event]) -> None:
         async with self._uow() as uow:
-            fresh = await claim_inbox_many(uow.conn, consumer=consumer.name, events=events)
-            for event in events:
-                if event.id in fresh:
-                    # Log records of the consumer (and the events it raises) carry the event's ids.
-                    with handling_event(event, consumer.name):
-                        await consumer.handle(event, uow)
+            await handle_claimed(consumer, events, uow)
             await uow.commit()
 
     async def _handle_one(self, consumer: Consumer, event: Event) -> None:

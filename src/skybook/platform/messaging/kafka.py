@@ -100,7 +100,7 @@ class KafkaPublisher:
             self._producer = None
 
 
-def consumer_config(bootstrap_servers: str, group: str) -> dict[str, Any]:
+def consumer_config(bootstrap_servers: str, group: str, *, fetch_wait_max_ms: int = 100) -> dict[str, Any]:
     """Settings of a worker's consumer: manual commits after the transaction, earliest offset for new groups."""
     return {
         "bootstrap.servers": bootstrap_servers,
@@ -112,6 +112,7 @@ def consumer_config(bootstrap_servers: str, group: str) -> dict[str, Any]:
         "heartbeat.interval.ms": 1000,
         # Topics appear when their first event is published; look for them often.
         "topic.metadata.refresh.interval.ms": 2000,
-        # Hand records over as soon as there are any.
-        "fetch.wait.max.ms": 100,
+        # A broker answers a fetch as soon as a record is there (fetch.min.bytes 1); this bounds
+        # how long it holds an empty one.
+        "fetch.wait.max.ms": fetch_wait_max_ms,
     }

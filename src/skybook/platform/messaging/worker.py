@@ -27,12 +27,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from skybook.platform.clock import Clock
-from skybook.platform.dispatcher import Consumer
+from skybook.platform.dispatcher import Consumer, handle_claimed
 from skybook.platform.events import Event
 from skybook.platform.logs import handling_event
 from skybook.platform.messaging import ATTEMPTS_HEADER, Names, decode
 from skybook.platform.messaging.metrics import WORKER_BATCH, WORKER_HANDLED
-from skybook.platform.outbox import claim_inbox, claim_inbox_many, dead_letters
+from skybook.platform.outbox import claim_inbox, dead_letters
 from skybook.platform.uow import UnitOfWork
 
 log = logging.getLogger("skybook.worker")
@@ -43,6 +43,9 @@ class WorkerOptions:
     prefetch: int = 64
     max_attempts: int = 5
     retry_base_delay: float = 1.0
+    kafka_fetch_wait_max_ms: int = 100
+    batch_wait: float = 0.001
+    """After a first message, how long to let further ones arrive before handling them together."""
 
     def delay(self, attempt: int) -> float:
         """Wait before attempt ``attempt + 1`` (after ``attempt`` failures): base, 2*base, 4*base, ..."""
@@ -71,15 +74,7 @@ class Handling:
         """Handle events in one transaction (all or none)."""
         started = time.perf_counter()
         async with self._uow() as uow:
-            # One statement claims the whole batch; only the events new to the inbox are handled.
-            claimed = await claim_inbox_many(uow.conn, consumer=self.consumer.name, events=events)
-            fresh = 0
-            for event in events:
-                if event.id in claimed:
-                    claimed.discard(event.id)  # the same event twice in one batch: handle it once
-                    with handling_event(event, self.consumer.name):
-                        await self.consumer.handle(event, uow)
-                    fresh += 1
+            fresh = await handle_claimed(self.consumer, events, uow)
             await uow.commit()
         self._count(fresh, len(events) - fresh)
         WORKER_BATCH.labels(self.consumer.name).observe(time.perf_counter() - started)
@@ -211,7 +206,8 @@ class Worker:
 
     async def _rabbit_loop(self, handling: Handling) -> None:
         import aio_pika
-        from aio_pika.abc import AbstractIncomingMessage
+        from aiormq.abc import DeliveredMessage
+        from aiormq.channel import Channel as RawChannel
 
         from skybook.platform.messaging.rabbitmq import declare_topology, message
 
@@ -223,7 +219,7 @@ class Worker:
             channel = await connection.channel(publisher_confirms=True)
             await channel.set_qos(prefetch_count=opts.prefetch)
             await declare_topology(channel, self._names, self._consumers)
-            queue = await channel.declare_queue(self._names.queue(name), durable=True)
+            await channel.declare_queue(self._names.queue(name), durable=True)
             for attempt in range(1, opts.max_attempts):
                 await channel.declare_queue(
                     self._names.retry_queue(name, attempt),
@@ -234,27 +230,38 @@ class Worker:
                         "x-dead-letter-routing-key": self._names.queue(name),
                     },
                 )
-            arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+            # Deliveries are taken on the underlying aiormq channel: aio-pika wraps each one in an
+            # IncomingMessage (dozens of attribute sets) that this loop does not need.
+            raw = await channel.get_underlay_channel()
+            assert isinstance(raw, RawChannel)
+            arrived: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
             closed = asyncio.Event()
             connection.close_callbacks.add(lambda *_: closed.set())
-            await queue.consume(arrived.put)
+            await raw.basic_consume(self._names.queue(name), arrived.put)
             while not self._stop.is_set():
-                getter = asyncio.ensure_future(arrived.get())
-                gone = asyncio.ensure_future(closed.wait())
-                stopping = asyncio.ensure_future(self._stop.wait())
-                await asyncio.wait({getter, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                gone.cancel()
-                stopping.cancel()
-                if not getter.done():
-                    getter.cancel()
-                    if self._stop.is_set():
-                        return
-                    raise ConnectionError("rabbitmq connection closed")
-                batch = [getter.result()]
+                if arrived.empty():
+                    getter = asyncio.ensure_future(arrived.get())
+                    gone = asyncio.ensure_future(closed.wait())
+                    stopping = asyncio.ensure_future(self._stop.wait())
+                    await asyncio.wait({getter, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    gone.cancel()
+                    stopping.cancel()
+                    if not getter.done():
+                        getter.cancel()
+                        if self._stop.is_set():
+                            return
+                        raise ConnectionError("rabbitmq connection closed")
+                    batch = [getter.result()]
+                    if opts.batch_wait > 0 and arrived.qsize() + 1 < opts.prefetch:
+                        # Let what is already on its way join this batch: one transaction and one
+                        # ack for several messages cost about what one message alone does.
+                        await asyncio.sleep(opts.batch_wait)
+                else:
+                    batch = []
                 while len(batch) < opts.prefetch and not arrived.empty():
                     batch.append(arrived.get_nowait())
                 events: list[Event] = []
-                decoded: list[AbstractIncomingMessage] = []
+                decoded: list[DeliveredMessage] = []
                 for msg in batch:
                     try:
                         events.append(decode(msg.body))
@@ -262,16 +269,17 @@ class Worker:
                     except ValueError as exc:
                         # Not an event at all: retrying cannot help. Keep the body in the log, drop it.
                         log.error("dropping undecodable message on %s: %s %r", name, exc, msg.body[:200])
-                        await msg.reject(requeue=False)
+                        await raw.basic_reject(_tag(msg), requeue=False)
                 errors = await handling.batch(events)
                 if decoded and all(e is None for e in errors):
-                    await decoded[-1].ack(multiple=True)
+                    # Delivery tags grow on a channel and every earlier one was settled already.
+                    await raw.basic_ack(_tag(decoded[-1]), multiple=True)
                     continue
                 for msg, event, error in zip(decoded, events, errors, strict=True):
                     if error is None:
-                        await msg.ack()
+                        await raw.basic_ack(_tag(msg))
                         continue
-                    attempts = _attempts(msg.headers) + 1
+                    attempts = _attempts(msg.header.properties.headers) + 1
                     if attempts >= opts.max_attempts:
                         await handling.dead_letter(event, error, attempts)
                     else:
@@ -281,7 +289,7 @@ class Worker:
                             mandatory=True,
                         )
                         WORKER_HANDLED.labels(name, "retried").inc()
-                    await msg.ack()
+                    await raw.basic_ack(_tag(msg))
         finally:
             with contextlib.suppress(Exception):
                 await connection.close()
@@ -296,7 +304,13 @@ class Worker:
         assert self._kafka is not None
         consumer = handling.consumer
         topics = sorted({self._names.topic_of_type(t) for t in consumer.event_types})
-        client = confluent_kafka.Consumer(consumer_config(self._kafka, self._names.group(consumer.name)))
+        client = confluent_kafka.Consumer(
+            consumer_config(
+                self._kafka,
+                self._names.group(consumer.name),
+                fetch_wait_max_ms=self._options.kafka_fetch_wait_max_ms,
+            )
+        )
         try:
             client.subscribe(topics)
             while not self._stop.is_set():
@@ -320,7 +334,9 @@ class Worker:
                     if event.type in consumer.event_types:
                         events.append(event)
                 await self._handle_in_order(handling, events)
-                await asyncio.to_thread(client.commit, asynchronous=False)
+                # After the database commit, without waiting for the broker's answer: a commit that
+                # is lost (crash, rebalance) only redelivers records the inbox already holds.
+                client.commit(asynchronous=True)
         finally:
             await asyncio.to_thread(client.close)
 
@@ -348,6 +364,11 @@ class Worker:
                     raise _Stopping  # leave it uncommitted: the next worker retries
                 attempts += 1
                 error = await handling.attempt(event)
+
+
+def _tag(msg: Any) -> int:
+    tag: int = msg.delivery.delivery_tag
+    return tag
 
 
 def _attempts(headers: object) -> int:
