@@ -82,6 +82,7 @@ class FaultDriver(threading.Thread):
         self.log_path = log_path
         self._stop_event = threading.Event()
         self._broken: Fault | None = None
+        self._watchers: list[threading.Thread] = []
         self.load_started_at = 0.0
 
     def _cluster(self, *args: str) -> None:
@@ -111,22 +112,31 @@ class FaultDriver(threading.Thread):
             self._cluster("kill", fault.target)
             self._stop_event.wait(self.restart_delay)  # a stop still revives it, below
             self._repair(fault)
-            fault.ready_at = _wait_ready(fault.ready_url, 90, self._stop_event) if fault.ready_url else fault.back_at
+            if fault.ready_url:
+                # Watched on the side, so a slow start does not shift the next fault.
+                watcher = threading.Thread(target=self._watch, args=(fault,), daemon=True)
+                watcher.start()
+                self._watchers.append(watcher)
         elif fault.action == "amqp-cut":
             fault.injected_at = time.time()
             self._broken = fault
             self._cluster("amqp-cut")
             self._stop_event.wait(self.cut_seconds)
-            self._repair(fault)
-            fault.ready_at = fault.back_at
+            self._repair(fault)  # no process to wait for: the clients reconnect on their own
         else:
             raise ValueError(fault.action)
 
+    def _watch(self, fault: Fault) -> None:
+        assert fault.ready_url is not None
+        fault.ready_at = _wait_ready(fault.ready_url, 120)
+
     def _repair(self, fault: Fault) -> None:
-        self._cluster(
-            "revive" if fault.action == "kill" else "amqp-restore", *([fault.target] * (fault.action == "kill"))
-        )
+        # The restart (or restore) is the moment it is asked for, as a supervisor would do it.
         fault.back_at = time.time()
+        if fault.action == "kill":
+            self._cluster("revive", fault.target)
+        else:
+            self._cluster("amqp-restore")
         self._broken = None
 
     def _wait_until(self, at: float) -> bool:
@@ -134,12 +144,15 @@ class FaultDriver(threading.Thread):
         return self._stop_event.wait(max(0.0, at - time.time()))
 
     def stop(self) -> None:
+        """End the schedule (readiness watchers get up to 60 s more), and repair what is still broken."""
         self._stop_event.set()
         self.join(timeout=120)
         broken = self._broken
         if broken is not None and broken.back_at is None:  # stopped between the fault and its repair
             self._repair(broken)
             broken.notes.append("repaired early: the run stopped")
+        for watcher in self._watchers:
+            watcher.join(timeout=60)
 
     def timeline(self) -> list[dict[str, Any]]:
         return [
@@ -149,16 +162,16 @@ class FaultDriver(threading.Thread):
         ]
 
 
-def _wait_ready(url: str, timeout: float, stop: threading.Event) -> float | None:
+def _wait_ready(url: str, timeout: float) -> float | None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not stop.is_set():
+    while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return time.time()
         except OSError:
             pass
-        stop.wait(0.1)
+        time.sleep(0.1)
     return None
 
 

@@ -267,14 +267,21 @@ def fault_analysis(
     t1: float,
 ) -> dict[str, Any]:
     """Per fault: when the requests succeeded again and the backlogs were back to normal; error
-    rates inside and outside the fault windows, before and after the client's retries."""
+    rates inside and outside the fault windows, before and after the client's retries.
+
+    ``t0`` is the start of the load; the series run to ``t1`` or the last event's delivery in the
+    drain, whichever is later, so the last fault has until the end of the drain to recover."""
+    delivered = [end for _, end in figures["_handled_pairs"] + figures["_published_pairs"] if end != float("inf")]
+    t1 = max([t1, *delivered])
     relay_series = backlog_series(figures["_published_pairs"], t0, t1)
     consumer_series = backlog_series(figures["_handled_pairs"], t0, t1)
     step = float(tallies["timeline"]["step"])
     assert step == STEP, "the locustfile and run.py must use the same timeline step"
     timeline = {int(k): v for k, v in tallies["timeline"]["attempts"].items()}
-    failed_attempts = [t for t, _ in tallies["failed_attempts"]]
-    failed_ops = [t for t, _ in tallies["failed_operations"]]
+    # Errors are 5xx and transport errors; unexpected 4xx (e.g. 409 idempotency_in_progress while
+    # a killed request's key is still reserved) are not, and are listed apart.
+    failed_attempts = [t for t, kind in tallies["failed_attempts"] if kind.startswith("errors|")]
+    failed_ops = [t for t, kind in tallies["failed_operations"] if kind.startswith("errors|")]
     first = min((f["injected_at"] for f in faults), default=t1)
     baseline = (t0 + min(10.0, (first - t0) / 2), first)  # after the warm-up, before the first fault
     relay_normal = _normal_level(relay_series, t0, *baseline)

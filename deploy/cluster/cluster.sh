@@ -151,10 +151,8 @@ start_relay() { SKYBOOK_BACKBONE_METRICS_PORT="$METRICS_PORT_BASE" start_proc re
 start_worker() {  # N
     SKYBOOK_BACKBONE_METRICS_PORT=$((METRICS_PORT_BASE + $1)) start_proc "worker-$1" "$PYTHON" -m skybook.cli worker
 }
-start_api() {  # PORT BACKBONE
-    local api_cmd=(serve)
-    if skybook api --help >/dev/null 2>&1; then api_cmd=(api); fi
-    SKYBOOK_RUN_WORKERS=$(($2 ? 0 : 1)) start_proc "api-$1" "$PYTHON" -m skybook.cli "${api_cmd[@]}" --port "$1"
+start_api() {  # PORT BACKBONE COMMAND (api, or serve in builds before `skybook api`)
+    SKYBOOK_RUN_WORKERS=$(($2 ? 0 : 1)) start_proc "api-$1" "$PYTHON" -m skybook.cli "$3" --port "$1"
 }
 
 cmd_start() {
@@ -197,8 +195,9 @@ cmd_start() {
         log "no 'skybook relay' / 'skybook worker' in this build: the API processes deliver events in-process"
     fi
 
-    local port
-    for port in $API_PORTS; do start_api "$port" "$backbone"; done
+    local port api_cmd=serve
+    if skybook api --help >/dev/null 2>&1; then api_cmd=api; fi
+    for port in $API_PORTS; do start_api "$port" "$backbone" "$api_cmd"; done
     for port in $API_PORTS; do
         wait_http "http://127.0.0.1:$port/ready" 60 || die "api on :$port is not ready (see $LOGS/api-$port.log)"
     done
@@ -216,6 +215,7 @@ cmd_start() {
         echo "SKYBOOK_DATA_DIR=$SKYBOOK_DATA_DIR"
         echo "SKYBOOK_BROKER_PREFIX=$SKYBOOK_BROKER_PREFIX"
         echo "SKYBOOK_BACKBONE=$backbone"
+        echo "API_CMD=$api_cmd"
         echo "GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT"
         echo "API_PORTS=${API_PORTS// /,}"
         echo "METRICS_PORT_BASE=$METRICS_PORT_BASE"
@@ -287,11 +287,13 @@ cmd_kill() {  # NAME
 cmd_revive() {  # NAME: start a killed process again, with the settings of the first start
     [[ -s "$CLUSTER_DIR/cluster.env" ]] || die "no cluster is running here ($CLUSTER_DIR/cluster.env is missing)"
     cluster_settings
-    local backbone; backbone="$(sed -n 's/^SKYBOOK_BACKBONE=//p' "$CLUSTER_DIR/cluster.env")"
+    local backbone api_cmd
+    backbone="$(sed -n 's/^SKYBOOK_BACKBONE=//p' "$CLUSTER_DIR/cluster.env")"
+    api_cmd="$(sed -n 's/^API_CMD=//p' "$CLUSTER_DIR/cluster.env")"
     case "$1" in
         relay) start_relay ;;
         worker-*) start_worker "${1#worker-}" ;;
-        api-*) start_api "${1#api-}" "${backbone:-1}" ;;
+        api-*) start_api "${1#api-}" "${backbone:-1}" "${api_cmd:-api}" ;;
         *) die "cannot revive $1 (relay, worker-N and api-PORT can be revived)" ;;
     esac
 }
