@@ -110,8 +110,11 @@ def locust_totals(prefix: Path) -> dict[str, Any]:
     }
 
 
-async def database_figures(started: datetime, ended: datetime, drain_timeout: float) -> dict[str, Any]:
-    """Drain, then throughput, propagation latency and the audit, from the database."""
+async def database_figures(
+    started: datetime, ended: datetime, drain_timeout: float, *, measure: bool = True
+) -> dict[str, Any]:
+    """Drain, then throughput, propagation latency and the audit, from the database (only the
+    drain when not ``measure``)."""
     import sqlalchemy as sa
 
     from skybook.booking.tables import orders
@@ -149,6 +152,8 @@ async def database_figures(started: datetime, ended: datetime, drain_timeout: fl
                 break
             await asyncio.sleep(1)
         drain_seconds = time.monotonic() - drain_start
+        if not measure:
+            return {"drained": drained, "drain_seconds": round(drain_seconds, 2)}
         audit = report(await run_audit(container.engine, subs, markers))
         seconds = (ended - started).total_seconds()
         async with container.engine.connect() as conn:
@@ -338,8 +343,17 @@ def fault_analysis(
     def pct(values: list[float], p: float) -> float | None:
         return round(values[min(len(values) - 1, int(p * len(values)))], 2) if values else None
 
+    def per_second(series: list[int]) -> list[int]:
+        per = int(1 / STEP)
+        return [max(series[i : i + per]) for i in range(0, len(series), per)]
+
     return {
         "step_s": STEP,
+        # Highest backlog in each second from the start of the load (for plotting the timeline).
+        "series_per_second": {
+            "relay_backlog": per_second(relay_series),
+            "consumer_backlog": per_second(consumer_series),
+        },
         "relay_backlog_normal": relay_normal,
         "consumer_backlog_normal": consumer_normal,
         "baseline_window_s": [round(baseline[0] - t0, 1), round(baseline[1] - t0, 1)],
@@ -468,6 +482,21 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
         lines.append(f"* `{c['name']}` — {status}, {c['checked']} checked: {c['description']}")
     lines += [
         "",
+        "## Notes",
+        "",
+        f"* Events/s is what this mix of {doc['users']} simulated agencies offers (each waits 0.05-0.5 s between "
+        "calls, and a booking is several calls), not the ceiling of the event path; the ceiling and the propagation "
+        "latency at a fixed 1,000 events/s are measured by `bench/events.py` (docs/benchmarks.md), which drives the "
+        "outbox directly. A higher figure here needs more users, and a machine with cores to spare for them.",
+        f"* Propagation and latency on a shared machine include the time each process waits for a core (load average "
+        f"{' / '.join(map(str, doc['machine']['load_after']))} on {doc['machine']['cpus']} cores at the end).",
+        "* A run starts with an unmeasured warm-up and a drain: the first events create the Kafka topics, and each "
+        "new topic rebalances the consumer groups, which would otherwise show as a stall in the first seconds.",
+    ]
+    if not faults:
+        lines.append("* The same run under faults: `make scorecard FAULTS=1` writes docs/scorecard-faults.md.")
+    lines += [
+        "",
         "The gateway's retry policy (deploy/nginx/nginx.conf): nginx passes a request to the other API process "
         "when it could not connect or got a 502/503 (`proxy_next_upstream error timeout http_502 http_503`, two "
         "tries, 5 s), but never re-sends a POST that already reached an upstream (`non_idempotent` is not set): "
@@ -564,6 +593,7 @@ def main() -> int:
     parser.add_argument("--out-dir", type=Path, default=ROOT / "var/scorecard")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     parser.add_argument("--drain-timeout", type=float, default=180)
+    parser.add_argument("--warmup", default="20s", help="Unmeasured load first, then a drain (0: none).")
     parser.add_argument("--faults", action="store_true", help="Crash processes and cut RabbitMQ during the load.")
     parser.add_argument("--restart-delay", type=float, default=2.0, help="Seconds from a kill to the restart.")
     parser.add_argument("--cut-seconds", type=float, default=10.0, help="How long RabbitMQ is unreachable.")
@@ -588,6 +618,37 @@ def main() -> int:
     finally:
         if started_cluster and not args.keep_cluster:
             subprocess.run([str(cluster_sh), "stop"], check=False)
+
+
+def _locust(
+    host: str, users: int, spawn_rate: float, duration: str, prefix: Path, extra: Path
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(ROOT / "bench/scorecard/locustfile.py"),
+            "--headless",
+            "--host",
+            host,
+            "--users",
+            str(users),
+            "--spawn-rate",
+            str(spawn_rate),
+            "--run-time",
+            duration,
+            "--stop-timeout",
+            "10",
+            "--csv",
+            str(prefix),
+            "--only-summary",
+            "--exit-code-on-error",
+            "0",
+        ],
+        env={**os.environ, "SCORECARD_RESULT": str(extra)},
+    )
 
 
 def _run(args: argparse.Namespace, host: str, started_cluster: bool) -> int:
@@ -619,35 +680,23 @@ def _run(args: argparse.Namespace, host: str, started_cluster: bool) -> int:
             log_path=args.out_dir / "faults.log",
         )
 
+    warmup = _seconds(args.warmup)
+    if warmup > 0:
+        # Not measured: the first events create the Kafka topics and the consumer groups settle
+        # (each new topic is a rebalance), the caches and connection pools fill. Then a drain.
+        print(f"warming up for {args.warmup}", file=sys.stderr)
+        warm = _locust(host, 5, 5, args.warmup, args.out_dir / "warmup", args.out_dir / "warmup-extra.json")
+        if warm.wait(timeout=warmup + 120) != 0:
+            print("the warm-up load failed", file=sys.stderr)
+            return 1
+        now = datetime.now(UTC)
+        asyncio.run(database_figures(now, now, args.drain_timeout, measure=False))
+        time.sleep(3)
+
     load_before = [round(x, 2) for x in os.getloadavg()]
     before = scrape(ports)
     started = datetime.now(UTC)
-    locust = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(ROOT / "bench/scorecard/locustfile.py"),
-            "--headless",
-            "--host",
-            host,
-            "--users",
-            str(args.users),
-            "--spawn-rate",
-            str(args.spawn_rate),
-            "--run-time",
-            args.duration,
-            "--stop-timeout",
-            "10",
-            "--csv",
-            str(prefix),
-            "--only-summary",
-            "--exit-code-on-error",
-            "0",
-        ],
-        env={**os.environ, "SCORECARD_RESULT": str(extra)},
-    )
+    locust = _locust(host, args.users, args.spawn_rate, args.duration, prefix, extra)
     try:
         if driver is not None:
             driver.start()
