@@ -242,13 +242,32 @@ def _normal_level(series: list[int], t0: float, begin: float, end: float) -> int
     return max(10, int(1.5 * max(window, default=0)))
 
 
-def _last_above(series: list[int], t0: float, begin: float, end: float, level: int) -> float | None:
-    """The end of the last STEP in [begin, end) whose backlog was above ``level`` (None: none was)."""
-    first, last = max(0, int((begin - t0) / STEP)), min(len(series), int((end - t0) / STEP) + 1)
-    for i in range(last - 1, first - 1, -1):
-        if series[i] > level:
-            return t0 + (i + 1) * STEP
-    return None
+QUIET = 5.0  # seconds without a failed request that end a fault's burst of errors
+HOLD = 2.0  # seconds a backlog must stay at its normal level to count as back to normal
+
+
+def _normal_again(series: list[int], t0: float, begin: float, back: float, end: float, level: int) -> float | None:
+    """When the backlog was back at ``level`` or below and stayed there HOLD seconds, looking from
+    ``back`` on; None when it never rose above ``level`` after ``begin``; ``end`` when not before it."""
+    first, back_i, last = (max(0, int((t - t0) / STEP)) for t in (begin, back, end))
+    if not any(v > level for v in series[first:last]):
+        return None
+    hold = int(HOLD / STEP)
+    for i in range(back_i, max(back_i, last - hold) + 1):
+        if all(v <= level for v in series[i : i + hold]):
+            return t0 + i * STEP
+    return end
+
+
+def _last_of_burst(failures: list[float], begin: float, since: float, end: float) -> float | None:
+    """The last failure of the burst a fault caused: failures from ``begin`` on, each within QUIET
+    seconds of ``since`` (the restart, or when the process was ready) or of the failure before it."""
+    last = None
+    for t in sorted(f for f in failures if begin <= f < end):
+        if t - max(since, last or since) > QUIET:
+            break
+        last = t
+    return last
 
 
 def _rate(
@@ -295,20 +314,17 @@ def fault_analysis(
     for k, f in enumerate(faults):
         begin, back = f["injected_at"], f["back_at"] or f["injected_at"]
         until = faults[k + 1]["injected_at"] if k + 1 < len(faults) else t1
-        last_error = max((t for t in failed_attempts if begin <= t < until), default=None)
-        last_final = max((t for t in failed_ops if begin <= t < until), default=None)
-        relay_back = _last_above(relay_series, t0, begin, until, relay_normal)
-        consumer_back = _last_above(consumer_series, t0, begin, until, consumer_normal)
+        since = max(back, f.get("ready_at") or back)
+        last_error = _last_of_burst(failed_attempts, begin, since, until)
+        last_final = _last_of_burst(failed_ops, begin, since, until)
+        relay_back = _normal_again(relay_series, t0, begin, back, until, relay_normal)
+        consumer_back = _normal_again(consumer_series, t0, begin, back, until, consumer_normal)
         ends = [t for t in (back, f.get("ready_at"), last_error, relay_back, consumer_back) if t]
         recovered_at = max(ends)
         unrecovered = [
             name
-            for name, t in (
-                ("requests", last_error),
-                ("relay backlog", relay_back),
-                ("consumer backlog", consumer_back),
-            )
-            if t is not None and t >= until - STEP
+            for name, t in (("relay backlog", relay_back), ("consumer backlog", consumer_back))
+            if t is not None and t >= until
         ]
         windows.append((begin, recovered_at))
 
@@ -541,13 +557,17 @@ def _fault_section(doc: dict[str, Any], fa: dict[str, Any]) -> list[str]:
         "",
         "Definitions: *down* is from the kill (or cut) to the restart (or restore). Every other duration is counted "
         "from the restart/restore: *ready again* when the restarted process answers (`/ready` for the API, its "
-        "metrics port for the relay and worker); *last failed request* the last request attempt, sent between this "
-        "fault and the next, that got a 5xx or a transport error; *relay backlog* the events committed but not yet "
-        "published to every broker, *consumer backlog* the consumer deliveries committed but not yet handled, both "
-        f"sampled every {fa['step_s']} s from the database's timestamps after the drain; *normal* is at most 1.5x "
-        f"the highest level seen between {fa['baseline_window_s'][0]} s and the first fault (relay "
-        f"{fa['relay_backlog_normal']}, consumers {fa['consumer_backlog_normal']}); *recovered* is the latest of "
-        "these. A fault window runs from the fault to its recovery.",
+        "metrics port for the relay and worker); *last failed request* the last request attempt of the fault's "
+        f"burst of 5xx and transport errors (from the fault on, each error less than {QUIET:.0f} s after the "
+        "restart, the process being ready again, or the error before it; a 409 `idempotency_in_progress` is not an "
+        "error); *relay backlog* the events committed but not yet published to every broker, *consumer backlog* "
+        "the consumer deliveries committed but not yet handled, both sampled every "
+        f"{fa['step_s']} s from the database's timestamps after the drain; *normal again* when the backlog is back "
+        f"at its normal level and stays there {HOLD:.0f} s, the normal level being 1.5x the highest level seen "
+        f"between {fa['baseline_window_s'][0]} s and the first fault, at least 10 (relay "
+        f"{fa['relay_backlog_normal']}, consumers {fa['consumer_backlog_normal']}; — : never above it); "
+        "*recovered* is the latest of these. A fault window runs from the fault to its recovery; the error rates "
+        "below compare the requests sent inside the fault windows with all others.",
         "",
         "| error rate (5xx + transport) | in fault windows | outside |",
         "|---|---|---|",

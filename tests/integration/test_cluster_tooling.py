@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import re
 import shutil
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +30,17 @@ def test_the_gateway_refuses_the_same_bodies_as_the_api_and_passes_a_request_id(
     assert "proxy_set_header X-Request-ID $skybook_request_id;" in conf
     assert re.search(r"location = /metrics \{\s*return 404;", conf), "metrics must not be public"
     assert re.search(r"keepalive \d+;", conf)
+
+
+def test_the_gateway_never_sends_a_post_twice() -> None:
+    """Only the client may retry a POST (with its Idempotency-Key): nginx passes a request on to the
+    other upstream only when it is idempotent or was never sent."""
+    conf = NGINX_CONF.read_text()
+    policy = re.search(r"^\s*proxy_next_upstream ([^;]*);", conf, re.MULTILINE)
+    assert policy is not None, "the retry policy must be explicit"
+    assert "non_idempotent" not in policy.group(1).split()
+    tries = re.search(r"proxy_next_upstream_tries (\d+);", conf)
+    assert tries is not None and int(tries.group(1)) <= 2
 
 
 def test_the_gateway_config_is_accepted_by_nginx(tmp_path: Path) -> None:
@@ -151,3 +164,59 @@ def test_the_broker_proxy_forwards_cuts_and_restores(tmp_path: Path) -> None:
         listener.close()
     assert proc.returncode == 0
     assert not port_file.exists()
+
+
+def _scorecard_module() -> Any:
+    spec = importlib.util.spec_from_file_location("scorecard_run", ROOT / "bench/scorecard/run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_fault_report_measures_recovery_from_the_restart() -> None:
+    """A fault at 20 s, restarted at 22 s: requests fail until 23 s; the 20 events committed while it
+    was down are worked off by 26 s, so the backlog is back under its normal level (10) at 24 s: the
+    fault took 2 s after the restart to recover from. An error long after it counts outside."""
+    run = _scorecard_module()
+    t0 = 1_000.0
+    # One event per 0.1 s, each delivered 0.1 s later, except those committed during [20, 22) s,
+    # which wait for the restart and are worked off by 26 s.
+    pairs = []
+    for i in range(400):
+        at = t0 + i * 0.1
+        done = at + 0.1 if not 20 <= i * 0.1 < 22 else t0 + 22 + (i * 0.1 - 20) * 2
+        pairs.append((at, done))
+    step = run.STEP
+    attempts = {str(int((t0 + s * step) / step)): [10, 0] for s in range(int(40 / step))}
+    errors = [(t0 + 20.5, "errors|pay 502"), (t0 + 23.0, "errors|search 502"), (t0 + 35.0, "errors|search 500")]
+    tallies = {
+        "timeline": {"step": step, "attempts": attempts},
+        "failed_attempts": [*errors, (t0 + 24.0, "unexpected_4xx|pay 409 idempotency_in_progress")],
+        "failed_operations": [errors[2]],
+    }
+    figures = {"_handled_pairs": pairs, "_published_pairs": [(a, a + 0.05) for a, _ in pairs]}
+    fault = {"fault": "kill worker-1", "injected_at": t0 + 20, "back_at": t0 + 22, "ready_at": t0 + 22.5, "notes": []}
+
+    report = run.fault_analysis([fault], tallies, figures, t0, t0 + 40)
+
+    (f,) = report["faults"]
+    assert f["down_s"] == 2
+    assert f["last_failed_attempt_after_back_s"] == 1.0  # the 409 is not an error
+    assert f["relay_backlog_normal_after_back_s"] is None  # publishing never fell behind
+    assert 1.75 <= f["consumer_backlog_normal_after_back_s"] <= 2.25
+    assert f["recovered_after_back_s"] == f["consumer_backlog_normal_after_back_s"]
+    inside, outside = report["errors_before_retry"]["in_fault_windows"], report["errors_before_retry"]["outside"]
+    assert (inside["errors"], outside["errors"]) == (2, 1)
+    assert inside["requests"] + outside["requests"] == 10 * len(attempts)
+    assert report["errors_after_retry"]["outside"]["errors"] == 1
+
+
+def test_the_backlog_series_counts_what_is_pending_at_each_step() -> None:
+    run = _scorecard_module()
+    series = run.backlog_series([(0.0, 1.0), (0.5, float("inf")), (2.0, 2.5)], 0.0, 3.0)
+    assert series[0] == 1  # [0, 0.25): the first event only
+    assert series[int(0.6 / run.STEP)] == 2
+    assert series[int(1.5 / run.STEP)] == 1  # the first one done, the second never
+    assert series[int(2.2 / run.STEP)] == 2
+    assert series[-1] == 1
