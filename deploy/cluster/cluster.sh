@@ -54,7 +54,7 @@ pg_db_url() {
     printf 'postgresql+asyncpg://%s/%s' "${base#postgresql://}" "$CLUSTER_DB"
 }
 
-rabbitmq_hostport() {  # amqp://user:pass@host:port/vhost -> host:port
+rabbitmq_hostport() {  # the host:port of RABBITMQ_URL (after the credentials, before the vhost)
     local hp="${RABBITMQ_URL#*://}"; hp="${hp#*@}"; hp="${hp%%/*}"
     [[ "$hp" == *:* ]] || hp="$hp:5672"
     printf '%s' "$hp"
