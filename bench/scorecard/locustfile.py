@@ -99,6 +99,9 @@ retries: Counter[str] = Counter()  # "sent again|<request> <why>"
 timeline: dict[int, list[int]] = {}
 failed_attempts: list[tuple[float, str]] = []
 failed_operations: list[tuple[float, str]] = []
+# Operations that needed a retry: (request, seconds from the first attempt to the final answer,
+# attempts, final outcome, whether a reserved key made it wait).
+retried_operations: list[tuple[str, float, int, str, bool]] = []
 _lock = threading.Lock()
 
 
@@ -208,6 +211,7 @@ def _on_stop(environment: Environment, **_: Any) -> None:
                 "timeline": {"step": TIMELINE_STEP, "attempts": {str(k): v for k, v in sorted(timeline.items())}},
                 "failed_attempts": failed_attempts,
                 "failed_operations": failed_operations,
+                "retried_operations": retried_operations,
                 "tenants": TENANTS,
                 "api_keys": len(_keys),
                 "zipf_s": ZIPF_S,
@@ -252,21 +256,35 @@ class Agent(FastHttpUser):
         headers = {**self.headers, **kw.pop("headers", {})}
         if method == "POST":
             headers.setdefault("Idempotency-Key", uuid.uuid4().hex)  # one key for every attempt
-        deadline = time.monotonic() + RETRY_BUDGET_SECONDS
+        first = time.monotonic()
+        deadline = first + RETRY_BUDGET_SECONDS
         attempt = 0
+        waited_on_key = False
+
+        def done(final: str) -> None:
+            if attempt:
+                with _lock:
+                    retried_operations.append(
+                        (name, round(time.monotonic() - first, 2), attempt + 1, final, waited_on_key)
+                    )
+
         while True:
             outcome, body, (status, code, retry_after) = self._attempt(method, path, name, ok, headers, kw)
             if outcome in ("ok", "expected"):
+                done(outcome)
                 return body
             if attempt and status == 409 and code == "already_paid":
                 # The attempt that went missing had paid: what a client learns on reading the order.
                 _count(expected_4xx, f"{name} {status} {code} (a retry: the lost attempt had paid)")
+                done("expected")
                 return None
             safe = method == "GET" or "Idempotency-Key" in headers
             in_progress = status == 409 and code == "idempotency_in_progress"
             retryable = safe and (in_progress or status in RETRYABLE_STATUS)
             wait = retry_after if in_progress else min(0.25 * 2**attempt, 4.0)
+            waited_on_key = waited_on_key or in_progress
             if not retryable or time.monotonic() + wait > deadline or (not in_progress and attempt >= RETRIES):
+                done(outcome)
                 _count(unexpected, outcome)
                 with _lock:
                     failed_operations.append((time.time(), outcome))
