@@ -487,7 +487,9 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
         "",
         f"Requests: {r['requests']} ({r['rps']:.0f}/s), latency p50 {r['latency_ms']['p50']} ms, p99 "
         f"{r['latency_ms']['p99']} ms; unexpected 4xx: {r['unexpected_4xx']}; drain after the load: "
-        f"{r['drain_seconds']} s ({'complete' if r['drained'] else 'INCOMPLETE'}).",
+        f"{r['drain_seconds']} s ({'complete' if r['drained'] else 'INCOMPLETE'}). Requests the API failed because "
+        f"PostgreSQL refused it a connection, at least (its logs) (max_connections reached, shared with other work): "
+        f"{r.get('refused_by_database', 'not counted')}.",
         "",
     ]
     if faults:
@@ -600,6 +602,23 @@ def _fault_section(doc: dict[str, Any], fa: dict[str, Any]) -> list[str]:
 
 
 # --- the run -----------------------------------------------------------------------------------
+
+
+def refused_by_database(log_dir: Path, started: datetime, ended: datetime) -> int:
+    """Requests the API processes failed because PostgreSQL refused a connection (its
+    max_connections reached: on a shared machine, often by other work), from their JSON logs."""
+    count = 0
+    for log in log_dir.glob("api-*.log"):
+        with log.open(errors="replace") as f:
+            for line in f:
+                if "too many clients" not in line or '"unhandled error"' not in line:
+                    continue
+                try:
+                    at = datetime.fromisoformat(json.loads(line)["timestamp"])
+                except (ValueError, KeyError):
+                    continue
+                count += started <= at <= ended
+    return count
 
 
 def _retried_summary(rows: list[list[Any]]) -> dict[str, Any]:
@@ -792,6 +811,7 @@ def _run(args: argparse.Namespace, host: str, started_cluster: bool) -> int:
         "expected_4xx": tallies["expected_4xx"],
         "unexpected": tallies["unexpected"],
         "attempt_errors": tallies["attempt_errors"],
+        "refused_by_database": refused_by_database(args.cluster_env.parent / "logs", started, ended),
         "retries": tallies["retries"],
         "retried_operations": _retried_summary(tallies["retried_operations"]),
         "retry_policy": tallies["retry_policy"],

@@ -138,7 +138,9 @@ cluster_settings() {
     export SKYBOOK_DATA_DIR="$CLUSTER_DIR/data"
     export SKYBOOK_LOG_FORMAT="${SKYBOOK_LOG_FORMAT:-json}"
     export SKYBOOK_DOCS_ENABLED=false
-    export SKYBOOK_DATABASE_POOL_SIZE="${SKYBOOK_DATABASE_POOL_SIZE:-10}"
+    # Each process may open twice its pool (overflow): 5 processes x 2 x 5 = 50, half of
+    # PostgreSQL's default max_connections (100), which the machine's other work shares.
+    export SKYBOOK_DATABASE_POOL_SIZE="${SKYBOOK_DATABASE_POOL_SIZE:-5}"
     # The demo accounts (used by the scorecard to provision its tenants) exist only in development.
     export SKYBOOK_ENVIRONMENT="${SKYBOOK_ENVIRONMENT:-development}"
     mkdir -p "$SKYBOOK_DATA_DIR"
