@@ -487,9 +487,9 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
         "",
         f"Requests: {r['requests']} ({r['rps']:.0f}/s), latency p50 {r['latency_ms']['p50']} ms, p99 "
         f"{r['latency_ms']['p99']} ms; unexpected 4xx: {r['unexpected_4xx']}; drain after the load: "
-        f"{r['drain_seconds']} s ({'complete' if r['drained'] else 'INCOMPLETE'}). Requests the API failed because "
-        f"PostgreSQL refused it a connection, at least (its logs) (max_connections reached, shared with other work): "
-        f"{r.get('refused_by_database', 'not counted')}.",
+        f"{r['drain_seconds']} s ({'complete' if r['drained'] else 'INCOMPLETE'}). Requests failed by a refused "
+        "database connection (PostgreSQL's max_connections reached, on a shared machine often by other work; "
+        f"counted from the API logs): {r.get('refused_by_database', 'not counted')}.",
         "",
     ]
     if faults:
