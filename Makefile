@@ -77,10 +77,11 @@ cluster-status:  ## Which cluster processes run
 audit: install  ## Consistency audit of the database the settings name (JSON; exit 1 on a failed check)
 	$(BIN)/skybook audit
 
-SCORECARD_DURATION ?= 60s
+FAULTS ?= 0
+SCORECARD_DURATION ?= $(if $(filter 1,$(FAULTS)),180s,60s)
 SCORECARD_USERS ?= 40
-scorecard: install  ## Load the running cluster (make cluster) with Locust, drain, audit; writes docs/scorecard.md
-	$(BIN)/python bench/scorecard/run.py --host http://127.0.0.1:8080 --duration $(SCORECARD_DURATION) --users $(SCORECARD_USERS)
+scorecard: install  ## Load test, drain, audit -> docs/scorecard.md (starts and stops a cluster if none runs; FAULTS=1: under faults)
+	$(BIN)/python bench/scorecard/run.py --duration $(SCORECARD_DURATION) --users $(SCORECARD_USERS) $(if $(filter 1,$(FAULTS)),--faults)
 
 clean:  ## Remove the virtualenv and local data
 	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .ruff_cache .pytest_cache

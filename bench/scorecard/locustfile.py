@@ -17,6 +17,15 @@ success for Locust and are tallied by code in ``expected_4xx``. Every other 4xx,
 every transport error is a failure. At the end the tallies are written as JSON to
 ``SCORECARD_RESULT`` (default ``var/scorecard/locust-extra.json``).
 
+Retries, as a careful client makes them: every POST carries an ``Idempotency-Key``, so a request
+that met a transport error, a 502 or a 504 (the gateway lost the upstream mid-request) is sent
+again with the same key, and so is a GET; a 409 ``idempotency_in_progress`` (the first attempt's
+reservation is still held, e.g. by a process that was killed) is retried after its Retry-After.
+Each attempt is a Locust request; the tallies keep failures per attempt (``attempt_errors``:
+before retries) and per operation (``unexpected``: what the client finally saw). A timeline of
+attempts (per ``TIMELINE_STEP`` seconds) and the time of every failed attempt let the scorecard
+compare error rates inside and outside fault windows. ``SCORECARD_RETRIES=0`` turns retries off.
+
 Environment: ``SCORECARD_TENANTS`` (4), ``SCORECARD_KEYS_PER_TENANT`` (3), ``SCORECARD_DAYS``
 (14: departure dates from tomorrow), ``SCORECARD_ZIPF`` (1.1: skew of routes and dates),
 ``SCORECARD_SCHEDULE`` (the demo schedule file, for the route list), ``SCORECARD_ADMIN_EMAIL`` /
@@ -30,12 +39,14 @@ import json
 import os
 import random
 import threading
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import gevent
 import requests
 from locust import FastHttpUser, between, events, task
 from locust.env import Environment
@@ -50,6 +61,11 @@ RESULT = Path(os.environ.get("SCORECARD_RESULT", ROOT / "var/scorecard/locust-ex
 ADMIN_EMAIL = os.environ.get("SCORECARD_ADMIN_EMAIL", "admin@skybook.example.com")
 ADMIN_PASSWORD = os.environ.get("SCORECARD_ADMIN_PASSWORD", "skybook-demo-password")  # pragma: allowlist secret
 TENANT_PASSWORD = "scorecard-tenant-" + uuid.uuid4().hex  # pragma: allowlist secret
+RETRIES = int(os.environ.get("SCORECARD_RETRIES", "4"))
+RETRY_BUDGET_SECONDS = float(os.environ.get("SCORECARD_RETRY_BUDGET", "70"))  # > the 60 s key reservation
+TIMELINE_STEP = 0.25
+# Answers after which the same request, with the same Idempotency-Key, is safe and worth sending again.
+RETRYABLE_STATUS = frozenset({0, 502, 504})
 
 CARD_OK = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2035, "cvc": "123", "holder": "Anna Jensen"}
 CARD_DECLINED = {**CARD_OK, "number": "4000000000000002"}
@@ -75,7 +91,17 @@ EXPECTED_CODES = frozenset(
 
 expected_4xx: Counter[str] = Counter()
 unexpected: Counter[str] = Counter()
+attempt_errors: Counter[str] = Counter()
 business: Counter[str] = Counter()
+retries: Counter[str] = Counter()  # "sent again|<request> <why>"
+# Attempts per time step: {step index: [answered as meant, failed]}; failed attempts and failed
+# operations with their time (epoch seconds) and what they were.
+timeline: dict[int, list[int]] = {}
+failed_attempts: list[tuple[float, str]] = []
+failed_operations: list[tuple[float, str]] = []
+# Operations that needed a retry: (request, seconds from the first attempt to the final answer,
+# attempts, final outcome, whether a reserved key made it wait).
+retried_operations: list[tuple[str, float, int, str, bool]] = []
 _lock = threading.Lock()
 
 
@@ -175,6 +201,17 @@ def _on_stop(environment: Environment, **_: Any) -> None:
                 "expected_4xx": dict(expected_4xx),
                 "unexpected": dict(unexpected),
                 "business": dict(business),
+                "attempt_errors": dict(attempt_errors),
+                "retries": dict(retries),
+                "retry_policy": {
+                    "max_retries": RETRIES,
+                    "budget_seconds": RETRY_BUDGET_SECONDS,
+                    "retried": [*sorted(str(s) for s in RETRYABLE_STATUS), "409 idempotency_in_progress"],
+                },
+                "timeline": {"step": TIMELINE_STEP, "attempts": {str(k): v for k, v in sorted(timeline.items())}},
+                "failed_attempts": failed_attempts,
+                "failed_operations": failed_operations,
+                "retried_operations": retried_operations,
                 "tenants": TENANTS,
                 "api_keys": len(_keys),
                 "zipf_s": ZIPF_S,
@@ -191,6 +228,13 @@ def _count(counter: Counter[str], key: str) -> None:
         counter[key] += 1
 
 
+def _tick(*, ok: bool) -> None:
+    step = int(time.time() / TIMELINE_STEP)
+    with _lock:
+        row = timeline.setdefault(step, [0, 0])
+        row[0 if ok else 1] += 1
+
+
 class Agent(FastHttpUser):
     """One agency integration, calling with one of its tenant's API keys."""
 
@@ -204,30 +248,88 @@ class Agent(FastHttpUser):
     # -- helpers -------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, name: str, ok: tuple[int, ...], **kw: Any) -> dict[str, Any] | None:
-        """One request; expected problems count apart, everything else unexpected is a failure."""
+        """One operation: a request, sent again while that is safe and useful (see the module doc).
+
+        Expected problems count apart; everything else unexpected is a failure of the attempt,
+        and of the operation when no retry mends it.
+        """
         headers = {**self.headers, **kw.pop("headers", {})}
+        if method == "POST":
+            headers.setdefault("Idempotency-Key", uuid.uuid4().hex)  # one key for every attempt
+        first = time.monotonic()
+        deadline = first + RETRY_BUDGET_SECONDS
+        attempt = 0
+        waited_on_key = False
+
+        def done(final: str) -> None:
+            if attempt:
+                with _lock:
+                    retried_operations.append(
+                        (name, round(time.monotonic() - first, 2), attempt + 1, final, waited_on_key)
+                    )
+
+        while True:
+            outcome, body, (status, code, retry_after) = self._attempt(method, path, name, ok, headers, kw)
+            if outcome in ("ok", "expected"):
+                done(outcome)
+                return body
+            if attempt and status == 409 and code == "already_paid":
+                # The attempt that went missing had paid: what a client learns on reading the order.
+                _count(expected_4xx, f"{name} {status} {code} (a retry: the lost attempt had paid)")
+                done("expected")
+                return None
+            safe = method == "GET" or "Idempotency-Key" in headers
+            in_progress = status == 409 and code == "idempotency_in_progress"
+            retryable = safe and (in_progress or status in RETRYABLE_STATUS)
+            wait = retry_after if in_progress else min(0.25 * 2**attempt, 4.0)
+            waited_on_key = waited_on_key or in_progress
+            if not retryable or time.monotonic() + wait > deadline or (not in_progress and attempt >= RETRIES):
+                done(outcome)
+                _count(unexpected, outcome)
+                with _lock:
+                    failed_operations.append((time.time(), outcome))
+                return None
+            attempt += 1
+            _count(retries, f"{name} {status} {code}".strip())
+            gevent.sleep(wait)
+
+    def _attempt(
+        self, method: str, path: str, name: str, ok: tuple[int, ...], headers: dict[str, str], kw: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None, tuple[int, str, float]]:
+        """One request: ("ok" | "expected" | "<kind>|<name> <status> [code]", body, (status, code, Retry-After))."""
         with self.client.request(method, path, name=name, headers=headers, catch_response=True, **kw) as r:
-            if r.status_code in ok:
+            status = r.status_code or 0
+            if status in ok:
                 r.success()
+                _tick(ok=True)
                 try:
                     body: dict[str, Any] = r.json()
                 except Exception:
                     body = {}
-                return body
+                return "ok", body, (status, "", 0.0)
             code = ""
-            if r.status_code and (400 <= r.status_code < 500 or r.status_code == 503):
+            if 400 <= status < 500 or status == 503:
                 try:
                     code = str(r.json().get("code", ""))
                 except Exception:
                     code = ""
                 if code in EXPECTED_CODES:
                     r.success()
-                    _count(expected_4xx, f"{name} {r.status_code} {code}")
-                    return None
-            kind = "unexpected_4xx" if r.status_code and 400 <= r.status_code < 500 else "errors"
-            _count(unexpected, f"{kind}|{name} {r.status_code} {code}".strip())
-            r.failure(f"{r.status_code} {code}".strip())
-            return None
+                    _tick(ok=True)
+                    _count(expected_4xx, f"{name} {status} {code}")
+                    return "expected", None, (status, code, 0.0)
+            kind = "unexpected_4xx" if 400 <= status < 500 else "errors"
+            outcome = f"{kind}|{name} {status} {code}".strip()
+            try:
+                retry_after = float(r.headers.get("Retry-After") or 1)
+            except (TypeError, ValueError):
+                retry_after = 1.0
+            _tick(ok=False)
+            _count(attempt_errors, outcome)
+            with _lock:
+                failed_attempts.append((time.time(), outcome))
+            r.failure(f"{status} {code}".strip())
+            return outcome, None, (status, code, min(max(retry_after, 0.1), 5.0))
 
     def _search(self, adults: int = 1) -> dict[str, Any] | None:
         origin, destination, day = CATALOGUE.pick(self.rng)
@@ -279,13 +381,13 @@ class Agent(FastHttpUser):
             "POST",
             f"/v1/orders/{hold['id']}/payments",
             "pay",
-            (200,),
+            (200, 202),  # 202: paid, the e-tickets follow (ticketing runs in a worker)
             json={"card": card},
             headers={"Idempotency-Key": uuid.uuid4().hex},
         )
         if paid is None:
             return None
-        _count(business, "bookings")
+        _count(business, "bookings" if paid.get("status") == "ticketed" else "paid, tickets pending (202)")
         booking = {"id": paid["id"], "locator": paid["record_locator"], "family": family, "order": paid}
         self.mine.append(booking)
         with _lock:
