@@ -98,9 +98,10 @@ def _run_until_signal(main: Any, stop: Any) -> None:
 @app.command()
 def relay() -> None:
     """Publish the outbox to Kafka and RabbitMQ until stopped (several relays elect one leader)."""
+    from skybook.platform.db import listen_dsn
     from skybook.platform.logs import configure_logging
     from skybook.platform.messaging.metrics import serve_metrics
-    from skybook.platform.messaging.relay import Relay, RelayOptions, listen_url
+    from skybook.platform.messaging.relay import Relay, RelayOptions
 
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -127,7 +128,7 @@ def relay() -> None:
             max_backoff=settings.relay_max_backoff_seconds,
             crash_after_publish=settings.relay_crash_after_publish,
         ),
-        listen_url=listen_url(settings.resolved_database_url),
+        listen_url=listen_dsn(settings.resolved_database_url),
     )
     _run_until_signal(runner.run(), runner.stop)
 

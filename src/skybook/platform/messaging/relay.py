@@ -313,11 +313,3 @@ _MARK_SQL = {
     "stream": "UPDATE outbox SET stream_sent_at = $2 WHERE position = ANY($1::bigint[])",
     "tasks": "UPDATE outbox SET tasks_sent_at = $2 WHERE position = ANY($1::bigint[])",
 }
-
-
-def listen_url(database_url: str) -> str | None:
-    """The asyncpg DSN for LISTEN and the leader lock, or None on SQLite (one process, polling)."""
-    url = sa.engine.make_url(database_url)
-    if not url.drivername.startswith("postgresql"):
-        return None
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
