@@ -10,7 +10,7 @@ PORT ?= 8000
 
 export SKYBOOK_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: help install run test check lint typecheck imports scan lock bench bench-booking bench-search cluster cluster-stop cluster-status audit scorecard clean
+.PHONY: help install nginx run test check lint typecheck imports scan lock bench bench-booking bench-search cluster cluster-stop cluster-status audit scorecard clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -51,7 +51,13 @@ scan: install  ## detect-secrets over every git-tracked file, against the audite
 
 check: lint typecheck imports scan  ## All static checks
 
-test: check  ## Static checks and the whole test suite (PostgreSQL tests fail instead of skipping when CI=true)
+nginx:  ## The gateway of `make cluster` (Debian's nginx-light, when missing and apt-get can install it)
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq nginx-light >/dev/null; \
+	    else echo "nginx is missing: install it (apt-get install nginx-light) for make cluster"; fi; }
+
+test: check nginx  ## Static checks and the whole test suite (PostgreSQL tests fail instead of skipping when CI=true)
 	$(BIN)/pytest
 
 lock:  ## Recompile requirements.lock from pyproject.toml (names, versions, hashes only)
@@ -65,7 +71,7 @@ bench-search: install  ## Search-cache benchmark on PostgreSQL + Redis (see docs
 
 bench: bench-booking bench-search  ## All benchmarks
 
-cluster: install  ## Scaled-out Skybook on loopback: nginx :8080 -> 2 APIs, relay, 2 workers (deploy/cluster)
+cluster: install nginx  ## Scaled-out Skybook on loopback: nginx :8080 -> 2 APIs, relay, 2 workers (deploy/cluster)
 	PYTHON=$(BIN)/python deploy/cluster/cluster.sh start
 
 cluster-stop:  ## Stop exactly the processes `make cluster` started (PIDs in var/cluster/*.pid)
