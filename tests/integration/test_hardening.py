@@ -90,3 +90,30 @@ async def test_a_request_that_finds_no_free_database_connection_answers_503_busy
             assert (await c.get("/ready")).status_code == 200
     finally:
         await container.engine.dispose()
+
+
+async def test_an_unreachable_database_answers_503_database_unavailable_not_500(tmp_path: Path) -> None:
+    # Nothing listens on port 1: every connection attempt is refused, as when PostgreSQL is down.
+    base = {
+        "environment": "test",
+        "secret_key": "hardening-test-secret-0123456789",  # pragma: allowlist secret - a test-only key
+        "data_dir": tmp_path,
+        "database_url": "postgresql+asyncpg://skybook@127.0.0.1:1/skybook",
+        "run_workers": False,
+    }
+    app = create_app(bootstrap(Settings(_env_file=None, **base)))  # type: ignore[arg-type, call-arg]
+    # As a server does: an error raised outside the routes is answered, then logged (not re-raised here).
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        answers = [
+            await c.get("/ready"),
+            await c.get("/v1/airports", headers={"Authorization": "Bearer sbk_not_checked_before_the_db"}),
+            # The idempotency middleware reads the database before any route runs.
+            await c.post("/v1/holds", json={}, headers={"Idempotency-Key": "k-1", "Authorization": "Bearer x"}),
+        ]
+    for r in answers:
+        assert r.status_code == 503, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "database_unavailable"
+        assert r.headers["retry-after"] == "2"
+        assert "Traceback" not in r.text

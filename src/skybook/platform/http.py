@@ -257,7 +257,68 @@ async def _pool_exhausted(request: Request, exc: Exception) -> Response:
     return await _domain_error(request, Busy("the service is busy; retry the request"))
 
 
+# SQLSTATE classes and codes that mean "the database cannot serve us now", not "our query is wrong":
+# connection exceptions (08), insufficient resources such as too_many_connections (53), operator
+# intervention such as admin_shutdown or cannot_connect_now (57P), an unknown database (3D000).
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P", "3D000")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether an error means the database is unreachable or refusing connections."""
+    if isinstance(exc, OSError | TimeoutError) and not isinstance(exc, sa.exc.DBAPIError):
+        # asyncpg raises a refused or timed-out connect as it is, unwrapped by SQLAlchemy.
+        return _raised_by_database_driver(exc)
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:  # the driver's error is a few causes down
+        seen.add(id(cur))
+        if isinstance(cur, OSError | TimeoutError):
+            return True
+        state = getattr(cur, "sqlstate", None) or getattr(cur, "pgcode", None)
+        if isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
+            return True
+        cur = cur.__cause__ or getattr(cur, "orig", None)
+    return False
+
+
+_DRIVER_MODULES = ("asyncpg.", "sqlalchemy.pool", "sqlalchemy.engine", "aiosqlite")
+
+
+def _raised_by_database_driver(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(_DRIVER_MODULES):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    # The database down, restarting or out of connections is an outage of a dependency: a 503
+    # the client may retry (and a readiness probe may act on), not a 500 that blames the request.
+    if not database_unavailable(exc):
+        return await _unexpected(request, exc)
+    log.warning("database unavailable: %s", exc)
+    return problem_response(
+        503,
+        problem(
+            status=503,
+            code="database_unavailable",
+            title="Database unavailable",
+            detail="the database cannot be reached right now; retry shortly",
+            request_id=getattr(request.state, "request_id", None),
+        ),
+        {"Retry-After": "2"},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    if database_unavailable(exc):  # raised in a middleware (idempotency keys, authentication)
+        return await _database_error(request, exc)
     log.exception("unhandled error", exc_info=exc)
     return problem_response(
         500,
@@ -278,6 +339,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(sa.exc.IntegrityError, _integrity_error)
     app.add_exception_handler(sa.exc.TimeoutError, _pool_exhausted)
+    app.add_exception_handler(sa.exc.DBAPIError, _database_error)
+    app.add_exception_handler(OSError, _database_error)
     app.add_exception_handler(Exception, _unexpected)
 
 
