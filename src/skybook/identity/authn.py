@@ -34,6 +34,7 @@ from skybook.platform.clock import Clock
 from skybook.platform.security import Principal
 
 CACHE_SECONDS = 1.0  # the bound: how long after a change a principal may still be served as before
+# A version check starts at most every CACHE_SECONDS / 5 while requests come (see PrincipalCache).
 KEEP_SECONDS = 60.0  # a principal unused this long leaves the cache
 KEY_CACHE_SECONDS = 30.0  # API key credential -> key id (revocation is checked on the principal)
 TOUCH_SECONDS = 60.0  # api_keys.last_used_at is written at most this often per key and process
@@ -88,8 +89,9 @@ class PrincipalCache:
     which must confirm before the bound runs out, so no answer is ever based on a principal more
     than ``ttl`` older than a change. A request that finds the bound passed (checks late, the
     database unreachable) waits for a fresh check; if that fails the request fails: it never
-    falls back to serving what it cannot confirm. Requests do not wait in the steady state: the
-    check starts when ``poll_every`` has passed and has ``ttl - poll_every`` to finish.
+    falls back to serving what it cannot confirm. Requests do not wait in the steady state: a
+    check starts once ``poll_every`` has passed since the last one began (one at a time), so they
+    wait only if checks take about half the bound or more (an overloaded process or database).
     """
 
     def __init__(
@@ -104,7 +106,7 @@ class PrincipalCache:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl = ttl
-        self.poll_every = ttl / 4 if poll_every is None else poll_every
+        self.poll_every = ttl / 5 if poll_every is None else poll_every
         self.keep = keep
         self._now = monotonic
         self._load_one = load_one
@@ -201,6 +203,8 @@ class Authenticator:
         self, engine: AsyncEngine, tokens: TokenService, clock: Clock, *, cache_seconds: float = CACHE_SECONDS
     ) -> None:
         self.engine = engine
+        # The version read outside a transaction: one round trip, no BEGIN/ROLLBACK around it.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.tokens = tokens
         self.clock = clock
         self.principals = PrincipalCache(cache_seconds, self._load_principal, self._load_principals, self._read_version)
@@ -276,7 +280,7 @@ class Authenticator:
             return await load_principals(conn, keys)
 
     async def _read_version(self) -> int:
-        async with self.engine.connect() as conn:
+        async with self._autocommit.connect() as conn:
             return await identity_version(conn)
 
     def forget(self) -> None:
