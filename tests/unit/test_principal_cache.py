@@ -45,6 +45,7 @@ class Store:
         self.batches = 0
         self.down = False
         self.stall: asyncio.Event | None = None  # version reads wait for it while set
+        self.stall_once: asyncio.Event | None = None  # only the next version read waits for it
 
     def change(self, key: PrincipalKey, **fields: object) -> None:
         old = self.rows[key]
@@ -64,6 +65,9 @@ class Store:
     async def read_version(self) -> int:
         if self.stall is not None:
             await self.stall.wait()
+        if self.stall_once is not None:
+            once, self.stall_once = self.stall_once, None
+            await once.wait()
         if self.down:
             raise ConnectionError("database unreachable")
         return self.version
@@ -196,3 +200,22 @@ async def test_principals_unused_for_a_while_leave_the_cache(cache: PrincipalCac
     singles = store.singles
     await cache.get(BOB)
     assert store.singles == singles + 1
+
+
+async def test_a_hung_check_does_not_hold_back_the_next_one(cache: PrincipalCache, store: Store, clock: Clock) -> None:
+    await cache.get(ALICE)
+    hung = store.stall_once = asyncio.Event()
+    clock.t += POLL
+    await cache.get(ALICE)  # this check hangs
+    await _settle()
+    store.change(ALICE, active=False)
+    clock.t += POLL
+    await cache.get(ALICE)  # the next one starts anyway, sees the change and reloads
+    await _settle()
+    clock.t += TTL - POLL  # past the hung check's bound, within the second one's
+    row = await cache.get(ALICE)
+    assert row is not None and not row.active
+    hung.set()  # the hung check ends late and changes nothing
+    await _settle()
+    row = await cache.get(ALICE)
+    assert row is not None and not row.active

@@ -66,6 +66,7 @@ class _TTLCache:
 
 PrincipalKey = tuple[str, uuid.UUID]
 _MISSING: Any = object()
+_MAX_CHECKS = 3  # version checks under way at once (each is one single-row query)
 
 
 def _ignore_outcome(task: asyncio.Future[None]) -> None:
@@ -90,8 +91,9 @@ class PrincipalCache:
     than ``ttl`` older than a change. A request that finds the bound passed (checks late, the
     database unreachable) waits for a fresh check; if that fails the request fails: it never
     falls back to serving what it cannot confirm. Requests do not wait in the steady state: a
-    check starts once ``poll_every`` has passed since the last one began (one at a time), so they
-    wait only if checks take about half the bound or more (an overloaded process or database).
+    check starts once ``poll_every`` has passed since the last one began, even while a slow one is
+    still under way (up to three), so requests wait only if a check takes ``ttl - poll_every``
+    or more (an overloaded process or database).
     """
 
     def __init__(
@@ -116,8 +118,11 @@ class PrincipalCache:
         self._used: dict[PrincipalKey, float] = {}
         self._version: int | None = None
         self._valid_until = -math.inf  # cached rows may be served while monotonic() is below this
-        self._check: asyncio.Future[None] | None = None
+        self._latest: asyncio.Future[None] | None = None  # the check begun last
         self._check_began = -math.inf
+        self._in_flight = 0
+        self._applied_began = -math.inf  # start of the check whose reload is in the cache
+        self._cleared = 0
         self._pruned_at = -math.inf
         self._generation = 0  # bumped by clear() and by a seen change: older loads are not stored
         self.checks = 0  # version reads made (for tests and the bench)
@@ -127,7 +132,7 @@ class PrincipalCache:
         now = self._now()
         if now >= self._valid_until:
             await self._confirm()
-        elif now - self._check_began >= self.poll_every and (self._check is None or self._check.done()):
+        elif now - self._check_began >= self.poll_every and self._in_flight < _MAX_CHECKS:
             self._start_check()
         hit = self._rows.get(key, _MISSING)
         if hit is not _MISSING and self._now() < self._valid_until:
@@ -143,45 +148,55 @@ class PrincipalCache:
         return row
 
     def _start_check(self) -> asyncio.Future[None]:
-        if self._check is None or self._check.done():
-            self._check = asyncio.ensure_future(self._check_version())
-            self._check.add_done_callback(_ignore_outcome)
-        return self._check
+        self._latest = asyncio.ensure_future(self._check_version())
+        self._latest.add_done_callback(_ignore_outcome)
+        return self._latest
 
     async def _confirm(self) -> None:
-        # A check under way may have begun too long ago to confirm up to now; then one more.
+        # The latest check may have begun too long ago to confirm up to now; then a new one.
         for _ in range(2):
             if self._now() < self._valid_until:
                 return
+            latest = self._latest
+            if latest is None or latest.done():
+                latest = self._start_check()
             # Shielded: a request that gives up must not cancel the check others wait for.
-            await asyncio.shield(self._start_check())
+            await asyncio.shield(latest)
 
     async def _check_version(self) -> None:
+        # Checks may overlap (a slow one does not hold back the next): each confirms up to its own
+        # start, and a reload is applied only if no check begun later has applied one already.
         began = self._check_began = self._now()
-        generation = self._generation
-        version = await self._read_version()
-        self.checks += 1
-        if generation != self._generation:
-            return  # cleared meanwhile
-        if version == self._version:
+        cleared = self._cleared
+        self._in_flight += 1
+        try:
+            version = await self._read_version()
+            self.checks += 1
+            if cleared != self._cleared:
+                return
+            if version == self._version:
+                self._valid_until = max(self._valid_until, began + self.ttl)
+                if began - self._pruned_at >= self.keep / 4:
+                    self._pruned_at = began
+                    self._drop_unused(began)
+                return
+            if began < self._applied_began:
+                return  # a later check has seen at least this version
+            # Something changed (or this is the first check): loads begun before now may predate it.
+            self._generation += 1
+            self._drop_unused(began)
+            recent = list(self._used)
+            rows = await self._load_many(recent) if recent else {}
+            self.reloads += 1
+            if cleared != self._cleared or began < self._applied_began:
+                return
+            for k in recent:
+                self._rows[k] = rows.get(k)
+            self._version = version
+            self._applied_began = began
             self._valid_until = max(self._valid_until, began + self.ttl)
-            if began - self._pruned_at >= self.keep / 4:
-                self._pruned_at = began
-                self._drop_unused(began)
-            return
-        # Something changed (or this is the first check): loads begun before now may predate it.
-        self._generation += 1
-        generation = self._generation
-        self._drop_unused(began)
-        recent = list(self._used)
-        rows = await self._load_many(recent) if recent else {}
-        self.reloads += 1
-        if generation != self._generation:
-            return
-        for k in recent:
-            self._rows[k] = rows.get(k)
-        self._version = version
-        self._valid_until = max(self._valid_until, began + self.ttl)
+        finally:
+            self._in_flight -= 1
 
     def _drop_unused(self, now: float) -> None:
         for k in [k for k, used in self._used.items() if now - used >= self.keep]:
@@ -189,6 +204,7 @@ class PrincipalCache:
             self._rows.pop(k, None)
 
     def clear(self) -> None:
+        self._cleared += 1
         self._generation += 1
         self._rows.clear()
         self._used.clear()
