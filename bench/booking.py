@@ -859,7 +859,7 @@ def compare_auth(
             print(f"[bench] auth_compare {variant} {i + 1}: {json.dumps(rounds[variant][-1])}", file=sys.stderr)
 
     def median(variant: str, field: str) -> float:
-        return float(statistics.median(r[field] for r in rounds[variant]))
+        return round(float(statistics.median(r[field] for r in rounds[variant])), 2)
 
     with_hps, without_hps = median("with_auth", "holds_per_s"), median("without_auth", "holds_per_s")
     with_cpu, without_cpu = (
