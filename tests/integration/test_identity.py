@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -349,7 +350,7 @@ async def _until(
 def test_logout_on_one_api_process_is_refused_by_another_process(tmp_path: Path) -> None:
     """Two real ``skybook serve`` processes on one database: the change signal crosses processes."""
     skybook = str(Path(sys.executable).with_name("skybook"))
-    secret = "identity-test-secret-0123456789abc"
+    secret = secrets.token_urlsafe(32)  # made up per run; shared by the two processes
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYBOOK_")}
     env.update({"SKYBOOK_DATA_DIR": str(tmp_path), "SKYBOOK_SECRET_KEY": secret, "SKYBOOK_RUN_WORKERS": "false"})
     subprocess.run([skybook, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
