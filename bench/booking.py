@@ -33,6 +33,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -614,23 +615,19 @@ def skybook_cli(args: list[str], env: dict[str, str], timeout: float) -> str:
 class Server:
     """``skybook serve`` started in its own session; stopped by its own PID (process group)."""
 
-    def __init__(self, env: dict[str, str], workers: int, log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], workers: int, log_path: Path, *, auth: bool = True) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        command = ["-m", "skybook.cli", "serve"]
+        if not auth:
+            # The same app with authentication and rate limiting off (bench/unauthenticated_app.py).
+            path = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT)]))
+            env = {**env, "SKYBOOK_BENCH_WITHOUT_AUTH": "yes", "PYTHONPATH": path}
+            command = ["-m", "uvicorn", "bench.unauthenticated_app:create", "--factory", "--no-access-log"]
+            command += ["--log-level", "warning"]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "skybook.cli",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-            ],
+            [sys.executable, *command, "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)],
             env=env,
             cwd=ROOT,
             stdout=self.log,
@@ -828,6 +825,81 @@ end
     }
 
 
+def compare_auth(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    targets: list[list[str]],
+    agents: list[str],
+    demo_password: re.Match[str] | None,
+    bench_db: str | None,
+    workdir: Path,
+    log_path: Path,
+) -> dict[str, Any]:
+    """Closed-loop holds with and without authentication + rate limits, alternating, one run."""
+    rounds: dict[str, list[dict[str, Any]]] = {"with_auth": [], "without_auth": []}
+    tokens: list[str] = []
+    for i in range(args.auth_compare):
+        for variant in ("with_auth", "without_auth"):
+            server = Server(env, args.workers, log_path, auth=variant == "with_auth")
+            try:
+                server.wait_ready()
+                if not tokens and demo_password:
+                    tokens = log_in(server.base_url, agents, demo_password.group(1))
+                cfg = {
+                    "base_url": server.base_url,
+                    "targets": targets,
+                    "clients": args.clients,
+                    "connections": args.clients,
+                    "warmup_s": args.warmup,
+                    "duration_s": args.duration,
+                    "request_timeout_s": args.request_timeout,
+                    "idempotency_keys": False,
+                    "tokens": tokens,
+                    "phase": "closed_holds",
+                    "seed": 100 + i,
+                }
+                quiet = wait_for_quiet(args.quiet_wait)
+                meter = CpuMeter(server.proc.pid, bench_db)
+                meter.start()
+                res = run_client(cfg, workdir)
+                cpu = meter.stop()
+            finally:
+                server.stop()
+            done = max(1, res["completed_incl_warmup"])
+            rounds[variant].append(
+                {
+                    "holds_per_s": res["per_second"],
+                    "p99_ms": res["p99_ms"],
+                    "errors": res["errors"],
+                    "server_cpu_ms_per_hold": round(1000 * cpu["server_cpu_s"] / done, 2),
+                    "server_cores": cpu["server_cores"],
+                    "other_load_cores": round(max(0.0, cpu["rest_cores"] - res["client_cpu_cores"]), 2),
+                    "machine_before": quiet,
+                    "loadavg_1m_after": os.getloadavg()[0],
+                }
+            )
+            print(f"[bench] auth_compare {variant} {i + 1}: {json.dumps(rounds[variant][-1])}", file=sys.stderr)
+
+    def median(variant: str, field: str) -> float:
+        return round(float(statistics.median(r[field] for r in rounds[variant])), 2)
+
+    with_hps, without_hps = median("with_auth", "holds_per_s"), median("without_auth", "holds_per_s")
+    with_cpu, without_cpu = (
+        median("with_auth", "server_cpu_ms_per_hold"),
+        median("without_auth", "server_cpu_ms_per_hold"),
+    )
+    return {
+        "rounds": rounds,
+        "holds_per_s_with_auth": with_hps,
+        "holds_per_s_without_auth": without_hps,
+        "throughput_loss_pct": round(100 * (1 - with_hps / without_hps), 1) if without_hps else None,
+        "server_cpu_ms_per_hold_with_auth": with_cpu,
+        "server_cpu_ms_per_hold_without_auth": without_cpu,
+        # On a CPU-bound server holds/s scale with 1 / CPU per hold: the load-independent figure.
+        "cpu_throughput_loss_pct": round(100 * (1 - without_cpu / with_cpu), 1) if with_cpu else None,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--client", help=argparse.SUPPRESS)
@@ -852,6 +924,14 @@ def main() -> None:
     ap.add_argument("--quiet-wait", type=float, default=60, help="Max seconds to wait for an idle machine per phase.")
     ap.add_argument("--request-timeout", type=float, default=10.0)
     ap.add_argument("--server-log", default=None, help="Where the server's log goes (default: a temp file).")
+    ap.add_argument(
+        "--auth-compare",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="After the phases: ROUNDS x (closed_holds with authentication and rate limits, then without"
+        " them), each on a fresh server; reports holds/s and server CPU per hold of both (issue 3's figure).",
+    )
     args = ap.parse_args()
     if args.client:
         client_entry(args.client)
@@ -973,6 +1053,8 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
+    if args.auth_compare:
+        results["auth_compare"] = compare_auth(args, env, targets, agents, demo_password, bench_db, workdir, log_path)
     if "pgbench" in phases:
         pg: list[dict[str, Any]] = []
         for c in [int(x) for x in args.pgbench_clients.split(",") if x.strip()]:
@@ -1005,6 +1087,8 @@ def main() -> None:
         summary["ratio_vs_best_pgbench"] = round(holds / max(pg_tps), 3)
     if "bookings" in results:
         summary["bookings_per_second"] = results["bookings"]["per_second"]
+    if "auth_compare" in results:
+        summary["auth_compare"] = {k: v for k, v in results["auth_compare"].items() if k != "rounds"}
     if "open_holds" in results:
         summary["open_loop_p99_ms"] = results["open_holds"]["latency_from_schedule"]["p99_ms"]
     targets_met = {}

@@ -127,6 +127,26 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     async def unlimited() -> None:
         return None
 
+    # Where a request with authentication spends its wall time in the authenticator (waiting for a
+    # principal reload shows here, not in CPU), and how many SQL statements a hold costs in all.
+    auth_wall: list[float] = []
+    authenticate = container.authenticator.authenticate
+
+    async def timed_authenticate(request: Request) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await authenticate(request)
+        finally:
+            auth_wall.append(time.perf_counter() - t0)
+
+    container.authenticator.authenticate = timed_authenticate  # type: ignore[method-assign]
+    statements = [0]
+
+    def count_statement(*_: Any) -> None:
+        statements[0] += 1
+
+    sa.event.listen(container.engine.sync_engine, "before_cursor_execute", count_statement)
+
     def set_auth(on: bool) -> None:
         if on:
             app.dependency_overrides.clear()
@@ -148,14 +168,24 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     errors[status] = errors.get(status, 0) + 1
 
+        auth_wall.clear()
+        statements[0] = 0
         cpu0, wall0 = time.process_time(), time.perf_counter()
         await asyncio.gather(*(worker(w) for w in range(args.concurrency)))
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        waits = sorted(auth_wall)
         return {
             "holds": done,
             "errors": errors,
             "cpu_ms_per_hold": round(cpu * 1000 / max(done, 1), 3),
             "wall_holds_per_s": round(done / wall, 1),
+            # CPU share the process got: below ~1 with spare machine capacity means it waited.
+            "process_cores": round(cpu / wall, 2),
+            "sql_statements_per_hold": round(statements[0] / max(done, 1), 3),
+            "auth_wall_ms_mean": round(1000 * sum(waits) / len(waits), 3) if waits else None,
+            "auth_wall_ms_p99": round(1000 * waits[int(0.99 * (len(waits) - 1))], 3) if waits else None,
+            # Requests that spent over 5 ms in the authenticator: they waited for the database.
+            "auth_waited_over_5ms": sum(1 for w in waits if w > 0.005),
             "loadavg_1m": os.getloadavg()[0],
         }
 
@@ -180,11 +210,13 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                     set_auth(on)
                     results[variant].append(await round_(args.requests))
 
-    def median(variant: str) -> float:
+    def median(variant: str, field: str = "cpu_ms_per_hold") -> float:
         rounds = results[variant]
-        return statistics.median(r["cpu_ms_per_hold"] for r in rounds) if rounds else float("nan")
+        return statistics.median(r[field] for r in rounds) if rounds else float("nan")
 
     with_auth, without = median("with_auth"), median("without_auth")
+    wall_with, wall_without = median("with_auth", "wall_holds_per_s"), median("without_auth", "wall_holds_per_s")
+    cache = getattr(container.authenticator, "principals", None)
     return {
         "benchmark": "hold_cpu",
         "settings": {
@@ -199,6 +231,12 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_ms_per_hold_without_auth": without,
         # What the same CPU would give in throughput: holds/s scale with 1 / CPU per hold.
         "auth_throughput_loss_pct": round((1 - without / with_auth) * 100, 1),
+        # Measured holds/s in this process (medians): noisy on a shared machine, see loadavg_1m.
+        "wall_holds_per_s_with_auth": wall_with,
+        "wall_holds_per_s_without_auth": wall_without,
+        "wall_throughput_loss_pct": round((1 - wall_with / wall_without) * 100, 1),
+        # Change-signal checks and batch reloads of the principal cache over the whole run.
+        "principal_cache": {"version_checks": cache.checks, "batch_reloads": cache.reloads} if cache else None,
     }
 
 

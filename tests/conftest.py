@@ -151,7 +151,7 @@ async def container(
 
 
 # Reference data written by migrations, kept between tests.
-REFERENCE_TABLES = frozenset({"plans"})
+REFERENCE_TABLES = frozenset({"plans", "identity_version"})
 
 
 async def _truncate(c: Container) -> None:

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from skybook.bootstrap import Container
+from skybook.app import create_app
+from skybook.bootstrap import Container, bootstrap
 from skybook.identity import Passwords
-from skybook.identity.tables import audit_log, users
+from skybook.identity.tables import audit_log, tenants, users
+from skybook.identity.tokens import KeyRing, TokenService
+from skybook.platform.clock import FakeClock
 from tests.conftest import PASSWORD, Identities, Network, Party
 
 Clients = Callable[[Party | None], httpx.AsyncClient]
@@ -281,3 +295,125 @@ async def test_the_audit_log_cannot_be_rewritten_on_postgres(
     with pytest.raises(sa.exc.DBAPIError, match="append-only"):
         async with container.engine.begin() as conn:
             await conn.execute(sa.delete(audit_log))
+
+
+async def test_another_api_process_refuses_a_logged_out_token_a_revoked_key_and_sees_a_new_plan(
+    clients: Clients, identities: Identities, container: Container, clock: FakeClock
+) -> None:
+    """No cache clearing here: a second app with its own engine and caches is another API process.
+
+    Every change goes through the database (the API, or plain SQL for the plan), and the other
+    process must see it within the one-second bound; the loop gives it 1.5 s and asserts the outcome.
+    """
+    other = bootstrap(container.settings, clock=clock)
+    transport = httpx.ASGITransport(app=create_app(other), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://other") as remote:
+        anon = clients(None)
+        tokens = (await _login(anon, identities.a_agent.email)).json()
+        user, key = _bearer(tokens["access_token"]), {"X-API-Key": str(identities.a_key.api_key)}
+        for headers in (user, key):
+            assert (await remote.get("/v1/me", headers=headers)).status_code == 200  # now cached there
+
+        assert (await anon.post("/v1/auth/logout", headers=user)).status_code == 204
+        assert (await _until(remote, user, lambda r: r.status_code == 401)).status_code == 401
+
+        admin = clients(identities.a_admin)
+        assert (await admin.post(f"/v1/api-keys/{identities.a_key.id}/revoke")).status_code == 200
+        assert (await _until(remote, key, lambda r: r.status_code == 401)).status_code == 401
+
+        b_agent = {"Authorization": f"Bearer {identities.b_agent.token}"}
+        before = await remote.get("/v1/me", headers=b_agent)
+        async with container.engine.begin() as conn:  # an operator's SQL, not the API: the trigger signals it
+            await conn.execute(
+                sa.update(tenants).where(tenants.c.id == identities.b_agent.tenant_id).values(plan_code="free")
+            )
+        free = await _until(
+            remote, b_agent, lambda r: r.headers["ratelimit-limit"] != before.headers["ratelimit-limit"]
+        )
+        assert free.json()["plan"] == "free"
+    await other.engine.dispose()
+
+
+async def _until(
+    client: httpx.AsyncClient, headers: dict[str, str], done: Callable[[httpx.Response], bool]
+) -> httpx.Response:
+    """GET /v1/me until ``done`` or 1.5 s (the bound is one second); the caller asserts the outcome."""
+    r = await client.get("/v1/me", headers=headers)
+    for _ in range(15):
+        if done(r):
+            break
+        await asyncio.sleep(0.1)
+        r = await client.get("/v1/me", headers=headers)
+    return r
+
+
+def test_logout_on_one_api_process_is_refused_by_another_process(tmp_path: Path) -> None:
+    """Two real ``skybook serve`` processes on one database: the change signal crosses processes."""
+    skybook = str(Path(sys.executable).with_name("skybook"))
+    secret = secrets.token_urlsafe(32)  # made up per run; shared by the two processes
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYBOOK_")}
+    env.update({"SKYBOOK_DATA_DIR": str(tmp_path), "SKYBOOK_SECRET_KEY": secret, "SKYBOOK_RUN_WORKERS": "false"})
+    subprocess.run([skybook, "db", "upgrade"], env=env, check=True, capture_output=True, timeout=120)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'skybook.db'}")
+    tenant_id, user_id, now = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            tenants.insert().values(id=tenant_id, name="T", kind="agency", plan_code="standard", created_at=now)
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (id, tenant_id, email, role, status, session_version, created_at) "
+                "VALUES (:id, :tenant, 'two@example.com', 'agent', 'active', 1, :now)"
+            ),
+            {"id": user_id.hex, "tenant": tenant_id.hex, "now": now.replace(tzinfo=None)},
+        )
+    engine.dispose()
+    tokens = TokenService(
+        KeyRing.from_settings("", secret), issuer="skybook", audience="skybook-api", ttl=timedelta(minutes=15)
+    )
+    token, _ = tokens.issue(subject=user_id, kind="user", session_version=1, now=now)
+    ports = [_free_port(), _free_port()]
+    servers = [
+        subprocess.Popen(
+            [skybook, "serve", "--port", str(p)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for p in ports
+    ]
+    try:
+        with httpx.Client(timeout=10, headers=_bearer(token)) as client:
+            for port, proc in zip(ports, servers, strict=True):
+                deadline = time.monotonic() + 90  # start-up takes seconds on a busy 2-core machine
+                while time.monotonic() < deadline and proc.poll() is None:
+                    try:
+                        if client.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        time.sleep(0.2)
+                else:
+                    pytest.fail(f"server did not start (exit code {proc.poll()})")
+            a, b = (f"http://127.0.0.1:{p}/v1" for p in ports)
+            assert [client.get(f"{url}/me").status_code for url in (a, b)] == [200, 200]  # cached in both
+            assert client.post(f"{a}/auth/logout").status_code == 204
+            codes = [client.get(f"{b}/me").status_code]
+            for _ in range(15):  # 1.5 s for a one-second bound; the outcome is asserted, not the time
+                if codes[-1] == 401:
+                    break
+                time.sleep(0.1)
+                codes.append(client.get(f"{b}/me").status_code)
+        assert codes[-1] == 401, codes
+    finally:
+        for s in servers:
+            s.send_signal(signal.SIGINT)
+        for s in servers:
+            try:
+                s.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                s.kill()
+                s.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

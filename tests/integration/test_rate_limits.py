@@ -190,3 +190,26 @@ def test_two_api_processes_share_one_limit_through_redis(tmp_path: Path) -> None
             except subprocess.TimeoutExpired:
                 s.kill()
                 s.wait()
+
+
+async def test_on_redis_both_limits_are_counted_in_one_call_on_the_library_s_counters() -> None:
+    _redis_available()
+    limiter = RateLimiter("async+" + REDIS_URL)
+    one, two, tenant = (str(uuid.uuid4()) for _ in range(3))
+
+    async def hit(principal: str) -> list[tuple[bool, int]]:
+        results = await limiter.hit_all((("principal", 3, principal), ("tenant", 5, tenant)))
+        return [(r.allowed, r.remaining) for r in results]
+
+    assert await hit(one) == [(True, 2), (True, 4)]
+    assert await hit(one) == [(True, 1), (True, 3)]
+    assert await hit(one) == [(True, 0), (True, 2)]
+    assert await hit(one) == [(False, 0)]  # the principal's own limit refuses; the tenant is not counted
+    assert await hit(two) == [(True, 2), (True, 1)]
+    assert await hit(two) == [(True, 1), (True, 0)]
+    refused = await limiter.hit_all((("principal", 3, two), ("tenant", 5, tenant)))
+    assert [r.allowed for r in refused] == [True, False]  # the tenant's limit binds both principals
+    assert 1 <= refused[-1].reset_after <= 60
+    # The same counters as the library's own calls (peek, clear, processes on the per-limit path).
+    assert (await limiter.peek("tenant", 5, tenant)).remaining == 0
+    assert (await limiter.hit("principal", 3, two)).allowed is False

@@ -22,6 +22,7 @@ from skybook.identity.model import (
 )
 from skybook.identity.passwords import Passwords
 from skybook.identity.tables import api_keys, plans, refresh_tokens, tenants, users
+from skybook.identity.tables import identity_version as identity_version_table
 from skybook.identity.tokens import TokenService, digest, new_secret
 from skybook.platform.clock import Clock
 from skybook.platform.errors import Busy, Conflict, InvalidRequest, NotFound
@@ -156,6 +157,15 @@ async def load_principals(
             for row in await conn.execute(stmt, {"subjects": ids[start : start + _BATCH]}):
                 found[(kind, row.id)] = convert(row)
     return found
+
+
+_VERSION = sa.select(identity_version_table.c.version).where(identity_version_table.c.id == 1)
+
+
+async def identity_version(conn: AsyncConnection) -> int:
+    """The change counter that triggers move with every change authentication must see (-1 if absent)."""
+    version = await conn.scalar(_VERSION)
+    return -1 if version is None else int(version)
 
 
 async def api_key_subject(conn: AsyncConnection, credential: str, now: datetime) -> uuid.UUID | None:

@@ -87,3 +87,13 @@ audit_log = sa.Table(
     sa.Column("occurred_at", UTCDateTime, nullable=False),
     sa.Column("details", JSONType, nullable=False),
 )
+
+# One row whose version moves (by trigger, migration 0007) whenever anything authentication reads
+# about a user, API key, tenant or plan changes; API processes poll it to keep principals cached.
+identity_version = sa.Table(
+    "identity_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("id = 1", name="single_row"),
+)

@@ -83,15 +83,19 @@ async def rate_limited(request: Request, principal: CurrentPrincipal) -> None:
     """Count the request against the caller's and the tenant's per-minute limits (429 beyond)."""
     limiter = request.app.state.container.limiter
     try:
-        own = await limiter.hit("principal", principal.rate_limit, str(principal.id))
-        tenant = (
-            await limiter.hit("tenant", principal.tenant_rate_limit, str(principal.tenant_id)) if own.allowed else own
+        # One round trip for both; the tenant is not counted when the principal's own limit refuses.
+        results = await limiter.hit_all(
+            (
+                ("principal", principal.rate_limit, str(principal.id)),
+                ("tenant", principal.tenant_rate_limit, str(principal.tenant_id)),
+            )
         )
     except LimiterUnavailable as exc:
         # Fail open: see skybook.platform.ratelimit for why.
         log.warning("rate limiter unavailable, request allowed: %s", exc)
         return
-    result = own if not own.allowed else tenant if not tenant.allowed else min((own, tenant), key=lambda r: r.remaining)
+    refused = [r for r in results if not r.allowed]
+    result = refused[0] if refused else min(results, key=lambda r: r.remaining)
     request.state.rate_limit = result
     if not result.allowed:
         raise RateLimited(
