@@ -170,7 +170,10 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often the relay looks at the outbox without a NOTIFY wake-up."
     )
     relay_max_backoff_seconds: float = Field(
-        30.0, gt=0, description="Longest wait between the relay's attempts while a broker is down."
+        2.0,
+        gt=0,
+        description="Longest wait between the relay's attempts while a broker is down (one cheap connect "
+        "attempt per wait, so a short cap ends a backlog soon after the broker is back).",
     )
     relay_crash_after_publish: bool = Field(
         False, description="Testing only: the relay exits right after a confirmed publish, before marking it sent."

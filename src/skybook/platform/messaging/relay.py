@@ -50,7 +50,7 @@ LEADER_LOCK_KEY = 0x5B0_0C_7E1A  # pg advisory lock id of "the relay"
 class RelayOptions:
     batch_size: int = 500
     poll_interval: float = 1.0
-    max_backoff: float = 30.0
+    max_backoff: float = 2.0
     crash_after_publish: bool = False
 
 

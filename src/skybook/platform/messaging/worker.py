@@ -38,6 +38,9 @@ from skybook.platform.uow import UnitOfWork
 log = logging.getLogger("skybook.worker")
 
 
+_MAX_RECONNECT_BACKOFF_S = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     prefetch: int = 64
@@ -200,7 +203,9 @@ class Worker:
                 backoff = 0.5
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=backoff)
-            backoff = min(backoff * 2, 30.0)
+            # Capped low: a reconnect attempt costs one refused connect, and a long cap left workers
+            # idle for up to half the cap after a 10 s broker outage had ended (the fault run).
+            backoff = min(backoff * 2, _MAX_RECONNECT_BACKOFF_S)
 
     # --- RabbitMQ ---------------------------------------------------------------------------
 
