@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -61,3 +64,21 @@ def cached(container: Container, store: CacheStore) -> Container:
     container.cache.store = store
     container.cache.ttl_seconds = 60
     return container
+
+
+class Recomputations:
+    """Counts (and can slow down) the database reads behind a cache: ``module.function`` is wrapped."""
+
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, module: ModuleType, function: str, *, delay: float = 0.0
+    ) -> None:
+        self.count = 0
+        real = getattr(module, function)
+
+        async def counting(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            if delay:
+                await asyncio.sleep(delay)
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(module, function, counting)

@@ -22,23 +22,7 @@ import skybook.search.queries as search_queries
 from skybook.bootstrap import Container
 from skybook.platform.cache import CacheStore, CacheUnavailable, MemoryStore, ReadThroughCache, RedisStore, Refreshable
 from tests.conftest import Network
-from tests.integration.conftest import RUN_PREFIX, _drop_keys, _redis_store
-
-
-class Recomputations:
-    """Counts (and can slow down) the database reads of search legs behind the cache."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, delay: float = 0.0) -> None:
-        self.count = 0
-        real = search_queries.load_leg
-
-        async def counting(*args: Any, **kwargs: Any) -> Any:
-            self.count += 1
-            if delay:
-                await asyncio.sleep(delay)
-            return await real(*args, **kwargs)
-
-        monkeypatch.setattr(search_queries, "load_leg", counting)
+from tests.integration.conftest import RUN_PREFIX, Recomputations, _drop_keys, _redis_store
 
 
 def _metric(result: str) -> float:
@@ -61,7 +45,7 @@ async def test_a_repeated_search_is_a_hit_with_the_identical_body(
 ) -> None:
     flight = await network.flight()
     await cached.dispatcher.drain()
-    db = Recomputations(monkeypatch)
+    db = Recomputations(monkeypatch, search_queries, "load_leg")
     hits = _metric("hit")
 
     first = await _search(network.client, flight["departure_date"], adults=2)
@@ -127,7 +111,7 @@ async def test_concurrent_identical_misses_compute_once(
 ) -> None:
     flight = await network.flight()
     await cached.dispatcher.drain()
-    db = Recomputations(monkeypatch, delay=0.05)
+    db = Recomputations(monkeypatch, search_queries, "load_leg", delay=0.05)
 
     answers = await asyncio.gather(*(_search(network.client, flight["departure_date"]) for _ in range(20)))
 
@@ -171,7 +155,7 @@ async def test_a_search_still_answers_200_when_redis_is_unreachable(
     flight = await network.flight()
     container.cache.store = RedisStore("redis://127.0.0.1:1/0", prefix="unreachable", timeout_ms=200)
     container.cache.ttl_seconds = 60
-    db = Recomputations(monkeypatch)
+    db = Recomputations(monkeypatch, search_queries, "load_leg")
     errors = _metric("error")
 
     first = await _search(network.client, flight["departure_date"])

@@ -20,26 +20,11 @@ import skybook.booking.seat_maps as seat_maps
 from skybook.bootstrap import Container
 from skybook.platform.cache import RedisStore
 from tests.conftest import Network, adult
+from tests.integration.conftest import Recomputations
 
 
 def _metric(result: str) -> float:
     return REGISTRY.get_sample_value("skybook_cache_requests_total", {"cache": "seat_map", "result": result}) or 0.0
-
-
-class Recomputations:
-    """Counts (and can slow down) the database reads of seat maps behind the cache."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, delay: float = 0.0) -> None:
-        self.count = 0
-        real = seat_maps.render_seat_map
-
-        async def counting(*args: Any, **kwargs: Any) -> Any:
-            self.count += 1
-            if delay:
-                await asyncio.sleep(delay)
-            return await real(*args, **kwargs)
-
-        monkeypatch.setattr(seat_maps, "render_seat_map", counting)
 
 
 async def _seat_map(client: httpx.AsyncClient, flight_id: str) -> httpx.Response:
@@ -84,7 +69,7 @@ async def test_a_repeated_seat_map_is_a_hit_with_the_identical_body(
 ) -> None:
     flight = await network.flight()
     await cached.dispatcher.drain()
-    db = Recomputations(monkeypatch)
+    db = Recomputations(monkeypatch, seat_maps, "render_seat_map")
     hits = _metric("hit")
 
     first = await _seat_map(network.client, flight["id"])
@@ -161,7 +146,7 @@ async def test_concurrent_identical_seat_map_misses_compute_once(
 ) -> None:
     flight = await network.flight()
     await cached.dispatcher.drain()
-    db = Recomputations(monkeypatch, delay=0.05)
+    db = Recomputations(monkeypatch, seat_maps, "render_seat_map", delay=0.05)
 
     answers = await asyncio.gather(*(_seat_map(network.client, flight["id"]) for _ in range(20)))
 
@@ -186,7 +171,7 @@ async def test_a_seat_map_still_answers_200_when_redis_is_unreachable(
     assert (await _seat(network, order, flight["id"], "5C")).status_code == 200
     container.cache.store = RedisStore("redis://127.0.0.1:1/0", prefix="unreachable", timeout_ms=200)
     container.cache.ttl_seconds = 60
-    db = Recomputations(monkeypatch)
+    db = Recomputations(monkeypatch, seat_maps, "render_seat_map")
     errors = _metric("error")
 
     first = await _seat_map(network.client, flight["id"])
