@@ -6,7 +6,13 @@ machine, and fail when ``CI=true`` so they can never silently skip in CI.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -418,3 +424,49 @@ def adult(given: str = "Anna", family: str = "Jensen", born: str = "1985-04-12")
 CARD_OK = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2035, "cvc": "123", "holder": "Anna Jensen"}
 CARD_DECLINED = {**CARD_OK, "number": "4000000000000002"}
 CARD_ERROR = {**CARD_OK, "number": "4000000000000119"}
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], count: int) -> Iterator[list[int]]:
+    """``count`` real ``skybook serve`` processes on free loopback ports, each answering ``/ready``.
+
+    Stopped on exit (SIGINT, then killed if they do not stop within 15 s), whatever happened.
+    """
+    skybook = str(Path(sys.executable).with_name("skybook"))
+    ports = [free_port() for _ in range(count)]
+    servers = [
+        subprocess.Popen(
+            [skybook, "serve", "--port", str(p)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for p in ports
+    ]
+    try:
+        with httpx.Client(timeout=10) as client:
+            for port, proc in zip(ports, servers, strict=True):
+                deadline = time.monotonic() + 90  # start-up takes seconds on a busy 2-core machine
+                while time.monotonic() < deadline and proc.poll() is None:
+                    try:
+                        if client.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        time.sleep(0.2)
+                else:
+                    pytest.fail(f"server did not start (exit code {proc.poll()})")
+        yield ports
+    finally:
+        for s in servers:
+            s.send_signal(signal.SIGINT)
+        for s in servers:
+            try:
+                s.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                s.kill()
+                s.wait()

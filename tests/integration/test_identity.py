@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +23,7 @@ from skybook.identity import Passwords
 from skybook.identity.tables import audit_log, tenants, users
 from skybook.identity.tokens import KeyRing, TokenService
 from skybook.platform.clock import FakeClock
-from tests.conftest import PASSWORD, Identities, Network, Party
+from tests.conftest import PASSWORD, Identities, Network, Party, serving
 
 Clients = Callable[[Party | None], httpx.AsyncClient]
 
@@ -349,7 +347,7 @@ async def _until(
 
 def test_logout_on_one_api_process_is_refused_by_another_process(tmp_path: Path) -> None:
     """Two real ``skybook serve`` processes on one database: the change signal crosses processes."""
-    skybook = str(Path(sys.executable).with_name("skybook"))
+    skybook = str(Path(sys.executable).with_name("skybook"))  # for the migration
     secret = secrets.token_urlsafe(32)  # made up per run; shared by the two processes
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYBOOK_")}
     env.update({"SKYBOOK_DATA_DIR": str(tmp_path), "SKYBOOK_SECRET_KEY": secret, "SKYBOOK_RUN_WORKERS": "false"})
@@ -372,48 +370,14 @@ def test_logout_on_one_api_process_is_refused_by_another_process(tmp_path: Path)
         KeyRing.from_settings("", secret), issuer="skybook", audience="skybook-api", ttl=timedelta(minutes=15)
     )
     token, _ = tokens.issue(subject=user_id, kind="user", session_version=1, now=now)
-    ports = [_free_port(), _free_port()]
-    servers = [
-        subprocess.Popen(
-            [skybook, "serve", "--port", str(p)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        for p in ports
-    ]
-    try:
-        with httpx.Client(timeout=10, headers=_bearer(token)) as client:
-            for port, proc in zip(ports, servers, strict=True):
-                deadline = time.monotonic() + 90  # start-up takes seconds on a busy 2-core machine
-                while time.monotonic() < deadline and proc.poll() is None:
-                    try:
-                        if client.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        time.sleep(0.2)
-                else:
-                    pytest.fail(f"server did not start (exit code {proc.poll()})")
-            a, b = (f"http://127.0.0.1:{p}/v1" for p in ports)
-            assert [client.get(f"{url}/me").status_code for url in (a, b)] == [200, 200]  # cached in both
-            assert client.post(f"{a}/auth/logout").status_code == 204
-            codes = [client.get(f"{b}/me").status_code]
-            for _ in range(15):  # 1.5 s for a one-second bound; the outcome is asserted, not the time
-                if codes[-1] == 401:
-                    break
-                time.sleep(0.1)
-                codes.append(client.get(f"{b}/me").status_code)
-        assert codes[-1] == 401, codes
-    finally:
-        for s in servers:
-            s.send_signal(signal.SIGINT)
-        for s in servers:
-            try:
-                s.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                s.kill()
-                s.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    with serving(env, 2) as ports, httpx.Client(timeout=10, headers=_bearer(token)) as client:
+        a, b = (f"http://127.0.0.1:{p}/v1" for p in ports)
+        assert [client.get(f"{url}/me").status_code for url in (a, b)] == [200, 200]  # cached in both
+        assert client.post(f"{a}/auth/logout").status_code == 204
+        codes = [client.get(f"{b}/me").status_code]
+        for _ in range(15):  # 1.5 s for a one-second bound; the outcome is asserted, not the time
+            if codes[-1] == 401:
+                break
+            time.sleep(0.1)
+            codes.append(client.get(f"{b}/me").status_code)
+    assert codes[-1] == 401, codes

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,7 +20,7 @@ from skybook.identity.tables import plans, tenants
 from skybook.identity.tokens import KeyRing, TokenService
 from skybook.platform.db import insert_ignoring_conflicts
 from skybook.platform.ratelimit import RateLimiter
-from tests.conftest import IN_CI, PASSWORD, Identities, Party
+from tests.conftest import IN_CI, PASSWORD, Identities, Party, serving
 
 Clients = Callable[[Party | None], httpx.AsyncClient]
 REDIS_URL = os.environ.get("SKYBOOK_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -111,16 +109,9 @@ def _redis_available() -> None:
         pytest.skip(f"Redis is not reachable ({err}); start it to run this test")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_two_api_processes_share_one_limit_through_redis(tmp_path: Path) -> None:
     _redis_available()
-    skybook = str(Path(sys.executable).with_name("skybook"))
+    skybook = str(Path(sys.executable).with_name("skybook"))  # for the migration
     secret = "rate-limit-test-secret-0123456789"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYBOOK_")}
     env.update(
@@ -159,37 +150,9 @@ def test_two_api_processes_share_one_limit_through_redis(tmp_path: Path) -> None
     )
     token, _ = tokens.issue(subject=user_id, kind="user", session_version=1, now=now)
 
-    ports = [_free_port(), _free_port()]
-    servers = [
-        subprocess.Popen(
-            [skybook, "serve", "--port", str(p)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        for p in ports
-    ]
-    try:
-        with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {token}"}) as client:
-            for port, proc in zip(ports, servers, strict=True):
-                # Bounded wait for start-up: importing the app takes seconds on a busy 2-core machine.
-                deadline = time.monotonic() + 90
-                while time.monotonic() < deadline and proc.poll() is None:
-                    try:
-                        if client.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        time.sleep(0.2)
-                else:
-                    pytest.fail(f"server did not start (exit code {proc.poll()})")
-            codes = [client.get(f"http://127.0.0.1:{ports[i % 2]}/v1/me").status_code for i in range(14)]
-        assert codes == [200] * 10 + [429] * 4, codes
-    finally:
-        for s in servers:
-            s.send_signal(signal.SIGINT)
-        for s in servers:
-            try:
-                s.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                s.kill()
-                s.wait()
+    with serving(env, 2) as ports, httpx.Client(timeout=10, headers={"Authorization": f"Bearer {token}"}) as client:
+        codes = [client.get(f"http://127.0.0.1:{ports[i % 2]}/v1/me").status_code for i in range(14)]
+    assert codes == [200] * 10 + [429] * 4, codes
 
 
 async def test_on_redis_both_limits_are_counted_in_one_call_on_the_library_s_counters() -> None:
