@@ -504,3 +504,27 @@ async def test_ticketing_is_delivered_once_paid(
     ticketed = by_type["order.ticketed"]
     assert _verify(container, ticketed, endpoint["secret"])
     assert ticketed.event["data"]["record_locator"] == order["record_locator"]
+
+
+async def test_every_endpoint_change_is_in_the_tenant_audit_log_without_secrets(
+    admin: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    endpoint = await _endpoint(admin, receiver.url + "?token=receiver-token-123", ("hold.created",))
+    eid = endpoint["id"]
+    assert (await admin.patch(f"/v1/webhook-endpoints/{eid}", json={"enabled": False})).status_code == 200
+    rotated = await admin.post(f"/v1/webhook-endpoints/{eid}/rotate-secret")
+    assert rotated.status_code == 200
+    assert (await admin.delete(f"/v1/webhook-endpoints/{eid}")).status_code == 204
+
+    r = await admin.get("/v1/audit-events", params={"page_size": 50})
+    assert r.status_code == 200, r.text
+    mine = [e for e in r.json()["items"] if e["target"] == f"webhook_endpoint:{eid}"]
+    assert [e["action"] for e in reversed(mine)] == [
+        "webhook.endpoint_created",
+        "webhook.endpoint_updated",
+        "webhook.secret_rotated",
+        "webhook.endpoint_deleted",
+    ]
+    logged = orjson.dumps(mine).decode()
+    assert "receiver-token-123" not in logged  # the query string stays out of the log
+    assert endpoint["secret"] not in logged and rotated.json()["secret"] not in logged

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from skybook.identity import audit
 from skybook.notifications.webhooks.catalogue import WEBHOOK_EVENT_TYPES
 from skybook.notifications.webhooks.crypto import encrypt_secret, new_endpoint_secret
 from skybook.notifications.webhooks.tables import webhook_attempts, webhook_deliveries, webhook_endpoints
@@ -84,6 +85,29 @@ def _lock(query: sa.Select[Any], conn: AsyncConnection) -> sa.Select[Any]:
     return query.with_for_update() if conn.dialect.name == "postgresql" else query
 
 
+async def _audit(
+    uow: UnitOfWork, action: str, principal: Principal, endpoint_id: uuid.UUID, at: datetime, **details: Any
+) -> None:
+    # Who may receive the tenant's events, and with which secret, is security-relevant: every
+    # change is in the tenant's audit log, in the transaction that makes it. Never the secret.
+    await audit.record(
+        uow.conn,
+        action=action,
+        at=at,
+        tenant_id=principal.tenant_id,
+        actor_id=principal.id,
+        target=f"webhook_endpoint:{endpoint_id}",
+        **details,
+    )
+
+
+def _without_secrets(url: str) -> str:
+    # Receivers often put a token in the query string or the user part: neither goes to the log.
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
 @dataclass(frozen=True, slots=True)
 class CreatedEndpoint:
     id: uuid.UUID
@@ -113,6 +137,15 @@ async def create_endpoint(
                 updated_at=now,
             )
         )
+        await _audit(
+            uow,
+            "webhook.endpoint_created",
+            principal,
+            endpoint_id,
+            now,
+            url=_without_secrets(url),
+            event_types=event_types,
+        )
         await uow.commit()
     return CreatedEndpoint(endpoint_id, secret)
 
@@ -133,11 +166,11 @@ async def update_endpoint(
         values = dict(changes)
         if "event_types" in values:
             values["event_types"] = _normalized(values["event_types"])
+        now = deps.clock.now()
         await uow.conn.execute(
-            webhook_endpoints.update()
-            .where(webhook_endpoints.c.id == endpoint_id)
-            .values(**values, updated_at=deps.clock.now())
+            webhook_endpoints.update().where(webhook_endpoints.c.id == endpoint_id).values(**values, updated_at=now)
         )
+        await _audit(uow, "webhook.endpoint_updated", principal, endpoint_id, now, changes=values)
         await uow.commit()
 
 
@@ -150,6 +183,7 @@ async def delete_endpoint(endpoint_id: uuid.UUID, principal: Principal, deps: We
         await uow.conn.execute(webhook_attempts.delete().where(webhook_attempts.c.delivery_id.in_(delivery_ids)))
         await uow.conn.execute(webhook_deliveries.delete().where(webhook_deliveries.c.endpoint_id == endpoint_id))
         await uow.conn.execute(webhook_endpoints.delete().where(webhook_endpoints.c.id == endpoint_id))
+        await _audit(uow, "webhook.endpoint_deleted", principal, endpoint_id, deps.clock.now())
         await uow.commit()
 
 
@@ -179,6 +213,14 @@ async def rotate_secret(endpoint_id: uuid.UUID, principal: Principal, deps: Webh
                 previous_secret_expires_at=expires,
                 updated_at=now,
             )
+        )
+        await _audit(
+            uow,
+            "webhook.secret_rotated",
+            principal,
+            endpoint_id,
+            now,
+            previous_secret_valid_until=expires.isoformat() if expires else None,
         )
         await uow.commit()
     return secret, expires
