@@ -78,7 +78,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     import asyncpg
     import sqlalchemy as sa
 
-    from skybook.app import create_app
+    from skybook.app import create_app, freeze_startup_objects
     from skybook.bootstrap import bootstrap
     from skybook.identity import handlers as identity_handlers
     from skybook.platform.deps import current_principal, rate_limited
@@ -101,6 +101,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
     container = bootstrap()
     app = create_app(container)
+    freeze_startup_objects()  # as the server's lifespan does: start-up objects out of the collector's view
     now = container.clock.now()
     tokens = [
         container.tokens.issue(subject=a["id"], kind="user", session_version=a["session_version"], now=now)[0]
