@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import weakref
 from pathlib import Path
 
 import httpx
@@ -60,25 +58,3 @@ async def test_an_unauthenticated_call_is_a_problem_document_with_a_challenge(tm
         assert r.headers["www-authenticate"].startswith("Bearer")
         assert r.json()["code"] == "unauthenticated"
         assert "Traceback" not in r.text
-
-
-async def test_a_dropped_app_frees_its_container(tmp_path: Path) -> None:
-    """A process that builds many apps (the tests, the document tools) keeps none of their engines."""
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        secret_key="hardening-test-secret-0123456789",  # pragma: allowlist secret - a test-only key
-        data_dir=tmp_path,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}",
-        run_workers=False,
-    )
-    container = bootstrap(settings)
-    app = create_app(container)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
-        for path in ("/health", "/ready", "/asyncapi.json"):
-            assert (await c.get(path)).status_code == 200
-    await container.engine.dispose()
-    gone = weakref.ref(container)
-    del container, app, c
-    gc.collect()
-    assert gone() is None, "something process-wide still holds the app's container"
