@@ -162,6 +162,8 @@ async def _truncate(c: Container) -> None:
     On PostgreSQL, ``DELETE`` from the few small tables a test fills costs milliseconds where one
     ``TRUNCATE`` of all of them costs about half a second (new files for every table and index);
     the result is the same, including ``RESTART IDENTITY`` (the sequences the tables own are reset).
+    Unlike after a TRUNCATE, new rows may reuse the space of deleted ones: a test that needs rows in
+    the order they were written must ask for it (``ORDER BY``), as the application does.
     """
     tables = [t for t in reversed(metadata.sorted_tables) if t.name not in REFERENCE_TABLES]
     async with c.engine.begin() as conn:
