@@ -158,17 +158,37 @@ async def container(
 
 # Reference data written by migrations, kept between tests.
 REFERENCE_TABLES = frozenset({"plans", "identity_version"})
+# Append-only for rows (a trigger refuses UPDATE and DELETE); only TRUNCATE empties it.
+APPEND_ONLY_TABLES = frozenset({"audit_log"})
 
 
 async def _truncate(c: Container) -> None:
+    """Empty every table but the reference data and restart the identity sequences.
+
+    On PostgreSQL, ``DELETE`` from the few small tables a test fills costs milliseconds where one
+    ``TRUNCATE`` of all of them costs about half a second (new files for every table and index);
+    the result is the same, including ``RESTART IDENTITY`` (the sequences the tables own are reset).
+    Unlike after a TRUNCATE, new rows may reuse the space of deleted ones: a test that needs rows in
+    the order they were written must ask for it (``ORDER BY``), as the application does.
+    """
+    tables = [t for t in reversed(metadata.sorted_tables) if t.name not in REFERENCE_TABLES]
     async with c.engine.begin() as conn:
+        for table in tables:
+            if table.name in APPEND_ONLY_TABLES and conn.dialect.name == "postgresql":
+                if (await conn.execute(sa.select(sa.exists().select_from(table)))).scalar():
+                    await conn.execute(sa.text(f'TRUNCATE "{table.name}"'))
+            else:
+                await conn.execute(table.delete())
         if conn.dialect.name == "postgresql":
-            names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables if t.name not in REFERENCE_TABLES)
-            await conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        else:
-            for table in reversed(metadata.sorted_tables):
-                if table.name not in REFERENCE_TABLES:
-                    await conn.execute(table.delete())
+            await conn.execute(
+                sa.text(
+                    "SELECT setval(s.oid::regclass, 1, false) FROM pg_class s"
+                    " JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')"
+                    " JOIN pg_class t ON t.oid = d.refobjid"
+                    " WHERE s.relkind = 'S' AND t.relname = ANY(:names)"
+                ),
+                {"names": [t.name for t in tables]},
+            )
 
 
 PASSWORD = "correct horse battery staple"

@@ -81,6 +81,29 @@ def freeze_startup_objects() -> None:
         _startup_frozen = True
 
 
+async def health() -> Health:
+    """The process is up."""
+    return Health(status="ok")
+
+
+async def ready(request: Request) -> Health:
+    """The process can reach its database."""
+    container: Container = request.app.state.container
+    async with container.engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+    return Health(status="ready")
+
+
+async def asyncapi(request: Request) -> JSONResponse:
+    """The event catalogue as AsyncAPI 3.0 (also written by ``skybook asyncapi``); see docs/events.md."""
+    state = request.app.state
+    document: dict[str, Any] | None = getattr(state, "asyncapi_document", None)
+    if document is None:
+        container: Container = state.container
+        document = state.asyncapi_document = build_asyncapi(container.consumers())
+    return JSONResponse(document)
+
+
 def create_app(container: Container | None = None) -> FastAPI:
     """Build the app around a container (one is bootstrapped from the environment if not given)."""
     if container is None:
@@ -140,30 +163,28 @@ def create_app(container: Container | None = None) -> FastAPI:
         # ...so each of them can answer 401 (no valid credentials) and 429 (a limit is used up).
         app.include_router(router, dependencies=guarded, responses=error_responses(401, 429))
 
-    @app.get(
+    # Module-level endpoints that find the container on the app: FastAPI caches what it learns
+    # about every endpoint callable in process-wide caches, so a closure over the container here
+    # would keep each app's container (engine, pool, caches) alive for the whole process.
+    app.add_api_route(
         "/health",
+        health,
+        methods=["GET"],
         tags=["Operations"],
         operation_id="health",
         summary="Liveness",
         response_model=Health,
     )
-    async def health() -> Health:
-        """The process is up."""
-        return Health(status="ok")
-
-    @app.get(
+    app.add_api_route(
         "/ready",
+        ready,
+        methods=["GET"],
         tags=["Operations"],
         operation_id="ready",
         summary="Readiness",
         response_model=Health,
         responses=error_responses(503),
     )
-    async def ready() -> Health:
-        """The process can reach its database."""
-        async with container.engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
-        return Health(status="ready")
 
     if settings.metrics_enabled:
 
@@ -176,10 +197,10 @@ def create_app(container: Container | None = None) -> FastAPI:
         # tenants; the gateway refuses it from outside (deploy/nginx). See docs/operations.md.
         app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
 
-    asyncapi_document: dict[str, Any] = {}
-
-    @app.get(
+    app.add_api_route(
         "/asyncapi.json",
+        asyncapi,
+        methods=["GET"],
         tags=["Operations"],
         operation_id="getAsyncApi",
         summary="AsyncAPI document of the events",
@@ -192,11 +213,6 @@ def create_app(container: Container | None = None) -> FastAPI:
             }
         },
     )
-    async def asyncapi() -> JSONResponse:
-        """The event catalogue as AsyncAPI 3.0 (also written by ``skybook asyncapi``); see docs/events.md."""
-        if not asyncapi_document:
-            asyncapi_document.update(build_asyncapi(container.consumers()))
-        return JSONResponse(asyncapi_document)
 
     async def idempotency_caller(scope: Scope) -> str:
         # Idempotency keys belong to the caller; the principal found here is reused by the route.

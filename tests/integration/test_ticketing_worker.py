@@ -184,7 +184,11 @@ async def test_cancelling_a_paid_order_before_its_tickets_voids_the_payment_and_
     assert await _ticket_count(container, order["id"]) == 0
     assert (await network.client.get(f"/v1/orders/{order['id']}")).json()["status"] == "cancelled"
     async with container.engine.connect() as conn:
-        types = list(await conn.scalars(sa.select(outbox.c.type).where(outbox.c.aggregate_id == order["id"])))
+        types = list(
+            await conn.scalars(
+                sa.select(outbox.c.type).where(outbox.c.aggregate_id == order["id"]).order_by(outbox.c.position)
+            )
+        )
     assert types[-2:] == ["payment.refunded", "order.cancelled"]
 
 

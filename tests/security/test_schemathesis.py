@@ -18,6 +18,7 @@ that app from its own event loop, so it must not share pooled connections with t
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +103,7 @@ async def fuzz_target(
     container: Container,
     clock: FakeClock,
     payments: SandboxPaymentProvider,
-) -> FuzzTarget:
+) -> AsyncIterator[FuzzTarget]:
     await network.flight()
     anon = clients(None)
     tokens = {}
@@ -112,7 +113,10 @@ async def fuzz_target(
         assert r.status_code == 200, r.text
         tokens[name] = r.json()["access_token"]
     own = bootstrap(container.settings, clock=clock, payments=payments)
-    return FuzzTarget(app=create_app(own), container=own, tokens=tokens)
+    yield FuzzTarget(app=create_app(own), container=own, tokens=tokens)
+    # Closed here, in the test's loop, before the next test empties the database: left to the
+    # garbage collector, its SQLite connections would be dropped without being closed.
+    await own.engine.dispose()
 
 
 @schema.parametrize()

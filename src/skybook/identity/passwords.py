@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -12,15 +13,21 @@ MIN_MEMORY_KIB = 19 * 1024
 MIN_TIME_COST = 2
 
 
+@functools.cache
+def _dummy_hash(time_cost: int, memory_kib: int) -> str:
+    """One hash per process and parameter set: every container of a process (the tests build one
+    per test) would otherwise pay a full argon2 hash at start-up for a value that is always alike."""
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1).hash("not-a-real-password")
+
+
 class Passwords:
     """Hash and verify passwords; hashes made with weaker parameters are upgraded on login."""
 
     def __init__(self, *, memory_kib: int = MIN_MEMORY_KIB, time_cost: int = MIN_TIME_COST) -> None:
-        self._hasher = PasswordHasher(
-            time_cost=max(time_cost, MIN_TIME_COST), memory_cost=max(memory_kib, MIN_MEMORY_KIB), parallelism=1
-        )
+        time_cost, memory_kib = max(time_cost, MIN_TIME_COST), max(memory_kib, MIN_MEMORY_KIB)
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1)
         # Verifying against this when the account does not exist keeps timing the same.
-        self._dummy = self._hasher.hash("not-a-real-password")
+        self._dummy = _dummy_hash(time_cost, memory_kib)
 
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
