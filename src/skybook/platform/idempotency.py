@@ -9,7 +9,10 @@ are themselves guarded by state checks (an order cannot be paid or confirmed twi
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -22,6 +25,8 @@ from skybook.platform.clock import Clock
 from skybook.platform.db import UTCDateTime, insert_ignoring_conflicts, metadata
 from skybook.platform.errors import DomainError
 from skybook.platform.problems import read_body, replay_body, send_problem
+
+log = logging.getLogger("skybook.idempotency")
 
 idempotency_keys = sa.Table(
     "idempotency_keys",
@@ -37,8 +42,11 @@ idempotency_keys = sa.Table(
 )
 
 KEY_MAX_LENGTH = 255
-# How long a reservation blocks the key when its request never finishes (process crash).
-RESERVATION_TTL = timedelta(seconds=60)
+# How long a reservation blocks the key when its request never finishes (process crash). A request
+# still running renews its reservation every RENEW_EVERY_S, so the TTL need not cover the longest
+# request: it only bounds how long a retry waits after the process that held the key died.
+RESERVATION_TTL = timedelta(seconds=15)
+RENEW_EVERY_S = 5.0
 # Headers worth replaying; the rest belong to the transport.
 _REPLAYED_HEADERS = {b"content-type", b"location"}
 
@@ -100,11 +108,14 @@ class IdempotencyMiddleware:
                 captured["body"] += message.get("body", b"")
             await send(message)
 
+        renewing = asyncio.create_task(_keep_reserved(store, scope_name, key))
         try:
             await self.app(scope, replay_body(body, receive), capture)
         except BaseException:
+            await _stop(renewing)
             await store.forget(scope_name, key)
             raise
+        await _stop(renewing)
         if captured["status"] >= 500:
             await store.forget(scope_name, key)
         else:
@@ -120,6 +131,22 @@ class IdempotencyMiddleware:
         except DomainError:
             # No valid credentials: the route itself answers 401, or needs none (log-in, sign-up).
             return "anonymous"
+
+
+async def _keep_reserved(store: _Store, scope: str, key: str) -> None:
+    """Renew the reservation while the request runs (it is cancelled when the request ends)."""
+    while True:
+        await asyncio.sleep(RENEW_EVERY_S)
+        try:
+            await store.renew(scope, key)
+        except Exception:  # a failed renewal must not fail the request; the next one may succeed
+            log.warning("could not renew the reservation of an Idempotency-Key", exc_info=True)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class _Store:
@@ -174,6 +201,20 @@ class _Store:
 
         result: sa.Row[Any] | None = await self._tx(work)
         return result
+
+    async def renew(self, scope: str, key: str) -> None:
+        """Push the reservation's expiry one TTL past now (only while it has no answer)."""
+        t = idempotency_keys.c
+        until = self.clock.now() + RESERVATION_TTL
+
+        async def work(conn: Any) -> None:
+            await conn.execute(
+                sa.update(idempotency_keys)
+                .where(t.scope == scope, t.key == key, t.status_code.is_(None))
+                .values(locked_until=until)
+            )
+
+        await self._tx(work)
 
     async def complete(self, scope: str, key: str, status: int, headers: dict[str, str], body: bytes) -> None:
         t = idempotency_keys.c
