@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import socket
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 import sqlalchemy as sa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from prometheus_client import REGISTRY
 
 from skybook.bootstrap import Container
@@ -53,6 +60,7 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    server_names: list[str | None] = field(default_factory=list)  # TLS SNI of each handshake
 
     @property
     def url(self) -> str:
@@ -424,6 +432,221 @@ async def test_the_address_is_checked_again_when_sending(
     [refused] = await _log(admin, endpoint["id"])
     assert refused["status"] == "pending" and refused["last_error"].startswith("refused:")
     assert refused["response_status"] is None and refused["attempts"] == 1
+
+
+@dataclass
+class Dns:
+    """A resolver for the names in ``answers``: each resolution takes the next answer (the last one
+    repeats); ``asked`` lists the names resolved. Other names resolve for real."""
+
+    answers: dict[str, list[list[str]]] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+
+    def resolve(self, real: Callable[..., Any], host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode("ascii") if isinstance(host, bytes) else host  # HTTP clients pass IDNA bytes
+        if name not in self.answers:
+            return real(host, port, *args, **kwargs)
+        self.asked.append(name)
+        queue = self.answers[name]
+        addresses = queue.pop(0) if len(queue) > 1 else queue[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> Dns:
+    fake, real = Dns(), socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: fake.resolve(real, *a, **k))
+    return fake
+
+
+async def _one_hold(network: Network) -> None:
+    flight = await network.flight()
+    assert (await network.hold(flight["id"])).status_code == 201
+
+
+async def test_the_connection_goes_to_the_address_that_was_checked_not_to_a_second_answer(
+    network: Network, container: Container, admin: httpx.AsyncClient, receiver: Receiver, dns: Dns
+) -> None:
+    # DNS rebinding: the name answers the checked address once, then somewhere else. Here the other
+    # answer is 127.0.0.2 where nothing listens, so a second resolution would lose the delivery.
+    url = f"http://localhost:{receiver.port}/hooks/skybook"
+    dns.answers["localhost"] = [["127.0.0.1"]]
+    endpoint = await _endpoint(admin, url, ("hold.created",))
+    await _one_hold(network)
+    dns.asked.clear()
+    dns.answers["localhost"] = [["127.0.0.1"], ["127.0.0.2"]]
+    assert await _deliver(container) == 1
+    [got] = receiver.received  # connecting by name again would have gone to 127.0.0.2
+    assert dns.asked == ["localhost"]  # resolved once for the attempt
+    assert got.headers["host"] == f"localhost:{receiver.port}"  # the receiver still sees its name
+    assert got.path == "/hooks/skybook" and got.headers["connection"] == "close"
+    [delivered] = await _log(admin, endpoint["id"])
+    assert (delivered["status"], delivered["response_status"]) == ("succeeded", 200)
+
+
+async def test_a_checked_public_answer_is_what_the_request_is_sent_to_even_if_the_name_rebinds(
+    network: Network, container: Container, admin: httpx.AsyncClient, dns: Dns
+) -> None:
+    # The attack itself, without loopback allowed: public to the check, loopback afterwards. The
+    # request is caught by a mock transport (nothing leaves the machine) to see where it would go.
+    container.settings.allow_loopback_webhooks = False
+    dns.answers["hooks.public.example"] = [["93.184.216.34"]]
+    endpoint = await _endpoint(admin, "https://hooks.public.example/skybook?k=1", ("hold.created",))
+    await _one_hold(network)
+    dns.asked.clear()
+    dns.answers["hooks.public.example"] = [["93.184.216.34"], ["127.0.0.1"]]
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(204)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        while await container.dispatcher.drain():
+            pass
+        assert await send_due(container, client=client) == 1
+    assert dns.asked == ["hooks.public.example"]
+    [request] = sent
+    assert str(request.url) == "https://93.184.216.34/skybook?k=1"  # the checked address, not the name
+    assert request.headers["host"] == "hooks.public.example"
+    assert request.extensions["sni_hostname"] == "hooks.public.example"
+    [delivered] = await _log(admin, endpoint["id"])
+    assert (delivered["status"], delivered["response_status"]) == ("succeeded", 204)
+
+
+async def test_a_name_that_gains_a_private_address_among_public_ones_is_sent_nothing(
+    network: Network, container: Container, admin: httpx.AsyncClient, dns: Dns
+) -> None:
+    container.settings.allow_loopback_webhooks = False
+    dns.answers["hooks.public.example"] = [["93.184.216.34", "10.0.0.7"]]
+    r = await admin.post(
+        "/v1/webhook-endpoints", json={"url": "https://hooks.public.example/", "event_types": ["hold.created"]}
+    )
+    assert (r.status_code, r.json()["code"]) == (422, "unsafe_url") and "private" in r.json()["detail"]
+    # Public when registered; at send time one of its addresses is private: nothing is sent at all.
+    dns.answers["hooks.public.example"] = [["93.184.216.34"], ["93.184.216.34", "10.0.0.7"]]
+    endpoint = await _endpoint(admin, "https://hooks.public.example/", ("hold.created",))
+    await _one_hold(network)
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        while await container.dispatcher.drain():
+            pass
+        assert await send_due(container, client=client) == 1
+    assert sent == []
+    [refused] = await _log(admin, endpoint["id"])
+    assert refused["last_error"].startswith("refused:") and "private" in refused["last_error"]
+    assert (refused["status"], refused["attempts"]) == ("pending", 1)
+
+
+async def test_when_a_checked_address_refuses_the_next_checked_one_is_tried(
+    network: Network, container: Container, admin: httpx.AsyncClient, receiver: Receiver, dns: Dns
+) -> None:
+    dns.answers["localhost"] = [["127.0.0.2", "127.0.0.1"]]  # nothing listens on 127.0.0.2
+    endpoint = await _endpoint(admin, f"http://localhost:{receiver.port}/hooks/skybook", ("hold.created",))
+    await _one_hold(network)
+    dns.asked.clear()
+    assert await _deliver(container) == 1
+    assert dns.asked == ["localhost"] and len(receiver.received) == 1
+    [delivered] = await _log(admin, endpoint["id"])
+    assert delivered["status"] == "succeeded"
+
+
+def _certificate(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for ``name`` only (no IP address): the receiver's TLS context and
+    a client context that trusts just that certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client
+
+
+@pytest.fixture
+async def tls_receiver(tmp_path: Path) -> AsyncIterator[tuple[Receiver, ssl.SSLContext, ssl.SSLContext]]:
+    """A receiver speaking TLS with a certificate for hooks.tls.example, and a client context trusting
+    it, plus one trusting a certificate for another name."""
+    r = Receiver()
+    server_ctx, client_ctx = _certificate(tmp_path, "hooks.tls.example")
+    _, other_ctx = _certificate(tmp_path, "other.tls.example")
+
+    def seen(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        r.server_names.append(name)
+
+    server_ctx.sni_callback = seen
+    server = await asyncio.start_server(r.handle, "127.0.0.1", 0, ssl=server_ctx)
+    r.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield r, client_ctx, other_ctx
+        server.close()
+
+
+async def test_https_to_the_checked_address_sends_the_name_in_sni_and_host_and_verifies_it(
+    network: Network,
+    container: Container,
+    admin: httpx.AsyncClient,
+    dns: Dns,
+    tls_receiver: tuple[Receiver, ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    receiver, trusted, _ = tls_receiver
+    dns.answers["hooks.tls.example"] = [["127.0.0.1"]]
+    url = f"https://hooks.tls.example:{receiver.port}/hooks/skybook"
+    endpoint = await _endpoint(admin, url, ("hold.created",))
+    await _one_hold(network)
+    while await container.dispatcher.drain():
+        pass
+    async with httpx.AsyncClient(verify=trusted, trust_env=False) as client:
+        assert await send_due(container, client=client) == 1
+    # The certificate names hooks.tls.example only: it verified because the name, not the address,
+    # was checked against it; the receiver saw the name in the handshake and in Host.
+    assert receiver.server_names == ["hooks.tls.example"]
+    [got] = receiver.received
+    assert got.headers["host"] == f"hooks.tls.example:{receiver.port}"
+    [delivered] = await _log(admin, endpoint["id"])
+    assert (delivered["status"], delivered["response_status"]) == ("succeeded", 200)
+
+
+async def test_https_to_a_receiver_whose_certificate_does_not_name_the_host_sends_nothing(
+    network: Network,
+    container: Container,
+    admin: httpx.AsyncClient,
+    dns: Dns,
+    tls_receiver: tuple[Receiver, ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    receiver, _, trusts_other = tls_receiver
+    dns.answers["other.tls.example"] = [["127.0.0.1"]]  # a name whose certificate the receiver lacks
+    endpoint = await _endpoint(admin, f"https://other.tls.example:{receiver.port}/h", ("hold.created",))
+    await _one_hold(network)
+    while await container.dispatcher.drain():
+        pass
+    async with httpx.AsyncClient(verify=trusts_other, trust_env=False) as client:
+        assert await send_due(container, client=client) == 1
+    assert receiver.received == []
+    [failed] = await _log(admin, endpoint["id"])
+    assert failed["status"] == "pending" and "CERTIFICATE_VERIFY_FAILED" in failed["last_error"]
 
 
 async def test_event_types_come_from_the_catalogue(admin: httpx.AsyncClient, receiver: Receiver) -> None:

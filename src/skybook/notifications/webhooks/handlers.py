@@ -19,7 +19,7 @@ from skybook.notifications.webhooks.tables import webhook_attempts, webhook_deli
 from skybook.platform.clock import Clock
 from skybook.platform.errors import DomainError, NotFound
 from skybook.platform.events import Event, uuid7
-from skybook.platform.netguard import check_outbound_url
+from skybook.platform.netguard import OutboundTarget, resolve_outbound_url
 from skybook.platform.security import Principal
 from skybook.platform.uow import UnitOfWork
 from skybook.settings import Settings
@@ -53,15 +53,25 @@ def _is_loopback_host(host: str) -> bool:
         return False
 
 
-async def check_endpoint_url(url: str, settings: Settings) -> str:
-    """Refuse (``unsafe_url``) anything but HTTPS to a public address; tests may allow plain loopback."""
+async def resolve_endpoint_url(url: str, settings: Settings) -> OutboundTarget:
+    """Resolve once and check: refuse (``unsafe_url``) anything but HTTPS to public addresses only.
+
+    Tests may allow loopback addresses (``allow_loopback_webhooks``), and plain HTTP only to a
+    loopback literal or ``localhost``; private, link-local and reserved addresses never pass.
+    """
     try:
         host = urlsplit(url).hostname or ""
     except ValueError:
-        host = ""  # check_outbound_url refuses it with unsafe_url
+        host = ""  # resolve_outbound_url refuses it with unsafe_url
     # Plain HTTP only where it cannot leave the machine: loopback, and only when tests allow it.
     plain_ok = settings.allow_loopback_webhooks and _is_loopback_host(host)
-    return await check_outbound_url(url, allow_loopback=settings.allow_loopback_webhooks, require_https=not plain_ok)
+    return await resolve_outbound_url(url, allow_loopback=settings.allow_loopback_webhooks, require_https=not plain_ok)
+
+
+async def check_endpoint_url(url: str, settings: Settings) -> str:
+    """The URL if :func:`resolve_endpoint_url` accepts it (registration); raises ``unsafe_url`` otherwise."""
+    await resolve_endpoint_url(url, settings)
+    return url
 
 
 def _visible(principal: Principal) -> list[sa.ColumnElement[bool]]:

@@ -26,7 +26,7 @@ from prometheus_client import Counter
 
 from skybook import __version__
 from skybook.notifications.webhooks.crypto import decrypt_secret
-from skybook.notifications.webhooks.handlers import FAILED, PENDING, SUCCEEDED, WebhookDeps, check_endpoint_url
+from skybook.notifications.webhooks.handlers import FAILED, PENDING, SUCCEEDED, WebhookDeps, resolve_endpoint_url
 from skybook.notifications.webhooks.signing import (
     EVENT_ID_HEADER,
     EVENT_TYPE_HEADER,
@@ -36,6 +36,7 @@ from skybook.notifications.webhooks.signing import (
 )
 from skybook.notifications.webhooks.tables import webhook_attempts, webhook_deliveries, webhook_endpoints
 from skybook.platform.errors import DomainError
+from skybook.platform.netguard import OutboundTarget
 
 log = logging.getLogger("skybook.webhooks")
 
@@ -46,6 +47,9 @@ DELIVERIES = Counter(
 )
 BATCH_SIZE = 50
 MAX_ERROR_CHARS = 500
+# Checked addresses tried per attempt when connecting fails (an IPv6 address without a route, then
+# IPv4); bounded so that an attempt stays well inside its lease.
+MAX_ADDRESSES_PER_ATTEMPT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +118,42 @@ def _secrets(due: _Due, deps: WebhookDeps, now: datetime) -> list[str]:
     return secrets
 
 
+async def _post_pinned(
+    client: httpx.AsyncClient, target: OutboundTarget, body: bytes, headers: dict[str, str]
+) -> httpx.Response:
+    """POST to the addresses that were checked, never to the name (which would be resolved again).
+
+    The URL carries the address; the ``Host`` header and, for https, the TLS SNI name and the
+    certificate check keep the registered host name. ``Connection: close``: a connection is used
+    for one attempt only, so no later attempt (or another endpoint's, whose name may share the
+    address but not the certificate) reuses one that was set up for other checks.
+    """
+    headers = {**headers, "Connection": "close"}
+
+    async def to(address: str) -> httpx.Response:
+        pinned = target.pinned(address)
+        return await client.post(
+            pinned.url,
+            content=body,
+            headers={**headers, "Host": pinned.host_header},
+            extensions={"sni_hostname": pinned.sni_hostname},
+            follow_redirects=False,
+        )
+
+    *first, last = target.addresses[:MAX_ADDRESSES_PER_ATTEMPT]
+    for address in first:
+        with contextlib.suppress(httpx.ConnectError):  # refused, unreachable, TLS failed: the next one
+            return await to(address)
+    return await to(last)
+
+
 async def _attempt(due: _Due, deps: WebhookDeps, client: httpx.AsyncClient) -> tuple[int | None, str | None]:
     """Post once; (response status, error) where error is None on a 2xx answer."""
     now = deps.clock.now()
     try:
-        # Checked again at send time: the name may resolve elsewhere than when it was registered.
-        await check_endpoint_url(due.url, deps.settings)
+        # Resolved and checked for every attempt (the name may resolve elsewhere than when it was
+        # registered), and the connection goes to the checked addresses only (DNS rebinding).
+        target = await resolve_endpoint_url(due.url, deps.settings)
     except DomainError as exc:
         return None, f"refused: {exc.detail}"
     body = orjson.dumps(due.payload)
@@ -137,7 +171,7 @@ async def _attempt(due: _Due, deps: WebhookDeps, client: httpx.AsyncClient) -> t
         TIMESTAMP_HEADER: str(timestamp),
     }
     try:
-        response = await client.post(due.url, content=body, headers=headers)
+        response = await _post_pinned(client, target, body, headers)
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS] or type(exc).__name__
     if 200 <= response.status_code < 300:
