@@ -138,14 +138,19 @@ cluster_settings() {
     export SKYBOOK_DATA_DIR="$CLUSTER_DIR/data"
     export SKYBOOK_LOG_FORMAT="${SKYBOOK_LOG_FORMAT:-json}"
     export SKYBOOK_DOCS_ENABLED=false
-    # Each process may open twice its pool (overflow): 5 processes x 2 x 5 = 50, half of
-    # PostgreSQL's default max_connections (100), which the machine's other work shares.
-    export SKYBOOK_DATABASE_POOL_SIZE="${SKYBOOK_DATABASE_POOL_SIZE:-5}"
+    # A fixed pool per process (no overflow by default): 5 processes x 8 = 40 connections, plus
+    # one LISTEN connection per API process and the relay's, under half of PostgreSQL's default
+    # max_connections (100), which the machine's other work shares.
+    export SKYBOOK_DATABASE_POOL_SIZE="${SKYBOOK_DATABASE_POOL_SIZE:-8}"
     # The demo accounts (used by the scorecard to provision its tenants) exist only in development.
     export SKYBOOK_ENVIRONMENT="${SKYBOOK_ENVIRONMENT:-development}"
     mkdir -p "$SKYBOOK_DATA_DIR"
     if [[ -s "$CLUSTER_DIR/kafka.address" ]]; then
         export SKYBOOK_KAFKA_BOOTSTRAP_SERVERS; SKYBOOK_KAFKA_BOOTSTRAP_SERVERS="$(cat "$CLUSTER_DIR/kafka.address")"
+        # librdkafka's mock cluster holds every fetch for the whole fetch.wait.max.ms, where a real
+        # broker answers as soon as a record is there; with the default 100 ms each stream hop
+        # would look 100 ms slower than it is. A real deployment keeps the default.
+        export SKYBOOK_KAFKA_FETCH_WAIT_MAX_MS="${SKYBOOK_KAFKA_FETCH_WAIT_MAX_MS:-5}"
     fi
 }
 
