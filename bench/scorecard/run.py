@@ -500,8 +500,8 @@ def write_markdown(path: Path, doc: dict[str, Any]) -> None:
         f"operations needed one, {ro.get('mended', 0)} of them ended with the answer meant; median wait "
         f"{ro.get('median_wait_s')} s, longest {ro.get('max_wait_s')} s. {ro.get('waited_on_a_reserved_key', 0)} "
         "waited for the key of a request that died with its process to be released (409 "
-        f"`idempotency_in_progress`, up to the 15 s reservation of a dead process's key; longest {ro.get('max_wait_on_a_reserved_key_s')} "
-        "s). Retried attempts by request and first answer:",
+        "`idempotency_in_progress`, up to the 15 s reservation of a dead process's key; longest "
+        f"{ro.get('max_wait_on_a_reserved_key_s')} s). Retried attempts by request and first answer:",
         "",
     ]
     lines += [f"* {k}: {n}" for k, n in sorted(r["retries"].items())] or ["* none"]
