@@ -846,15 +846,7 @@ def compare_auth(
                 if not tokens and demo_password:
                     tokens = log_in(server.base_url, agents, demo_password.group(1))
                 cfg = {
-                    "base_url": server.base_url,
-                    "targets": targets,
-                    "clients": args.clients,
-                    "connections": args.clients,
-                    "warmup_s": args.warmup,
-                    "duration_s": args.duration,
-                    "request_timeout_s": args.request_timeout,
-                    "idempotency_keys": False,
-                    "tokens": tokens,
+                    **client_cfg(args, server.base_url, targets, tokens, idempotency_keys=False),
                     "phase": "closed_holds",
                     "seed": 100 + i,
                 }
@@ -897,6 +889,23 @@ def compare_auth(
         "server_cpu_ms_per_hold_without_auth": without_cpu,
         # On a CPU-bound server holds/s scale with 1 / CPU per hold: the load-independent figure.
         "cpu_throughput_loss_pct": round(100 * (1 - without_cpu / with_cpu), 1) if with_cpu else None,
+    }
+
+
+def client_cfg(
+    args: argparse.Namespace, base_url: str, targets: Any, tokens: list[str], *, idempotency_keys: bool
+) -> dict[str, Any]:
+    """What every closed- or open-loop client phase is told, before its phase and seed."""
+    return {
+        "base_url": base_url,
+        "targets": targets,
+        "clients": args.clients,
+        "connections": args.clients,
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+        "request_timeout_s": args.request_timeout,
+        "idempotency_keys": idempotency_keys,
+        "tokens": tokens,
     }
 
 
@@ -1004,17 +1013,7 @@ def main() -> None:
             results["hold_response_check"] = check_hold_response(
                 server.base_url, targets[0], tokens[0] if tokens else None
             )
-            base_cfg = {
-                "base_url": server.base_url,
-                "targets": targets,
-                "clients": args.clients,
-                "connections": args.clients,
-                "warmup_s": args.warmup,
-                "duration_s": args.duration,
-                "request_timeout_s": args.request_timeout,
-                "idempotency_keys": args.idempotency_keys,
-                "tokens": tokens,
-            }
+            base_cfg = client_cfg(args, server.base_url, targets, tokens, idempotency_keys=args.idempotency_keys)
             for phase in ("closed_holds", "bookings", "open_holds"):
                 if phase not in phases:
                     continue
