@@ -81,7 +81,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     from skybook.app import create_app, freeze_startup_objects
     from skybook.bootstrap import bootstrap
     from skybook.identity import handlers as identity_handlers
-    from skybook.platform.ratelimit import LimitResult
+    from unauthenticated_app import Unlimited  # this directory: the HTTP comparison's limiter
 
     dsn = args.database_url.replace("postgresql+asyncpg://", "postgresql://")
     pg = await asyncpg.connect(dsn)
@@ -125,16 +125,6 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         # The caller's principal, with no token check and no database read: the "without" variant.
         return principals[request.headers["authorization"].encode()]
 
-    class Unlimited:
-        """Allows every request without counting it (the "without" variant's limiter)."""
-
-        async def hit_all(self, limits: Any) -> list[LimitResult]:
-            return [unlimited_result for _ in limits]
-
-        async def hit(self, *_: Any) -> LimitResult:
-            return unlimited_result
-
-    unlimited_result = LimitResult(allowed=True, limit=1_000_000, remaining=1_000_000, reset_after=60)
     real_limiter = container.limiter
 
     # Where a request with authentication spends its wall time in the authenticator (waiting for a
@@ -162,7 +152,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     # the "without" variant slower than the real app and hid the cost being measured.
     def set_auth(on: bool) -> None:
         container.authenticator.authenticate = timed_authenticate if on else unauthenticated  # type: ignore[method-assign]
-        container.limiter = real_limiter if on else Unlimited()  # type: ignore[assignment]
+        container.limiter = real_limiter if on else Unlimited(real_limiter)  # type: ignore[assignment]
 
     async def round_(n: int) -> dict[str, Any]:
         done = 0
