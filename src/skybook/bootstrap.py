@@ -130,9 +130,9 @@ class Container:
         # would serve stale seat counts until the TTL, so do not cache at all.
         return NullStore()
 
-    def uow(self) -> UnitOfWork:
-        """A new unit of work (one transaction)."""
-        return UnitOfWork(self.engine, write_lock=self.write_lock, after_commit=self.dispatcher.wake)
+    def uow(self, *, raw: bool = False) -> UnitOfWork:
+        """A new unit of work (one transaction); ``raw``: asyncpg directly on PostgreSQL (hot paths)."""
+        return UnitOfWork(self.engine, write_lock=self.write_lock, after_commit=self.dispatcher.wake, raw=raw)
 
     @property
     def hold_ttl(self) -> timedelta:

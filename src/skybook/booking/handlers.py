@@ -81,7 +81,7 @@ class BookingDeps(Protocol):
     @property
     def accounting_code(self) -> str: ...
 
-    def uow(self) -> UnitOfWork: ...
+    def uow(self, *, raw: bool = False) -> UnitOfWork: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +117,8 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
     order_id = uuid7()
     seats = cmd.party.seats
     actor = cmd.actor
-    async with deps.uow() as uow:
+    # The busiest write of the platform: a raw unit of work (asyncpg directly on PostgreSQL).
+    async with deps.uow(raw=True) as uow:
         taken: dict[uuid.UUID, inventory.TakenSeats] = {}
         # Sorted, so concurrent multi-segment holds lock counters in one global order.
         for i, seg in enumerate(sorted(cmd.segments, key=lambda s: (str(s.flight_id), s.booking_class))):
@@ -127,7 +128,7 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
             guarded = actor is not None and i == 0
             try:
                 taken[seg.flight_id] = await inventory.take_seats(
-                    uow.conn,
+                    uow,
                     flight_id=seg.flight_id,
                     booking_class=seg.booking_class,
                     seats=seats,
@@ -140,7 +141,7 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
             except DomainError:
                 if actor is not None and guarded:
                     # Refused: by the cap or by the inventory? The cap answers first, as it always has.
-                    unpaid = await repo.unpaid_seats_of(uow.conn, actor.id, cap=actor.max_unpaid_seats)
+                    unpaid = await repo.unpaid_seats_of(uow, actor.id, cap=actor.max_unpaid_seats)
                     if unpaid + seats > actor.max_unpaid_seats:
                         raise HoldLimitReached(
                             f"you hold {unpaid} unpaid seats; your plan allows {actor.max_unpaid_seats}. "

@@ -23,6 +23,7 @@ from skybook.inventory import flights
 from skybook.platform.db import insert_ignoring_conflicts
 from skybook.platform.errors import Conflict, NotFound
 from skybook.platform.security import Principal
+from skybook.platform.uow import UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,20 +251,14 @@ async def free_seats(conn: AsyncConnection, order_id: uuid.UUID) -> None:
 LIVE_ORDER = orders.c.status.in_([sa.literal_column("'held'"), sa.literal_column("'confirmed'")])
 
 
-async def unpaid_seats_of(conn: AsyncConnection, principal_id: uuid.UUID, *, cap: int) -> int:
+async def unpaid_seats_of(uow: UnitOfWork, principal_id: uuid.UUID, *, cap: int) -> int:
     """Seats a principal holds in live (unpaid) orders, counted up to just past ``cap``.
 
     Every live order holds at least one seat, so reading at most ``cap + 1`` of them is enough to
     know whether the cap is reached: the work per hold is bounded by the cap, not by the backlog.
     """
-    live = (
-        sa.select((orders.c.adults + orders.c.children).label("seats"))
-        .where(orders.c.created_by == principal_id, LIVE_ORDER)
-        .limit(cap + 1)
-        .subquery()
-    )
-    total = await conn.scalar(sa.select(sa.func.coalesce(sa.func.sum(live.c.seats), 0)))
-    return int(total or 0)
+    row = await uow.one(_UNPAID_SEATS, {"unpaid_owner": principal_id, "unpaid_scan": cap + 1})
+    return int(row["seats"]) if row is not None else 0
 
 
 async def try_lock_order(conn: AsyncConnection, order_id: uuid.UUID) -> OrderRow | None:
@@ -293,6 +288,9 @@ def _unpaid_seats_subquery() -> sa.ScalarSelect[Any]:
 UNPAID_CAP_GUARD: sa.ColumnElement[bool] = _unpaid_seats_subquery() + sa.bindparam(
     "n", type_=sa.Integer
 ) <= sa.bindparam("unpaid_cap", type_=sa.Integer)
+
+
+_UNPAID_SEATS = sa.select(_unpaid_seats_subquery().label("seats"))
 
 
 def unpaid_cap_params(principal_id: uuid.UUID, *, cap: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from skybook.inventory.tables import airports, booking_classes, flight_cabins, flights
 from skybook.platform.errors import BookingClassClosed, FlightNotBookable, NotFound, SoldOut
+from skybook.platform.uow import UnitOfWork
 
 bc = booking_classes.c
 cab = flight_cabins.c
@@ -86,6 +87,18 @@ _take_class = (
     .returning(bc.id, bc.cabin_id, bc.fare_amount, bc.currency)
 )
 _select_flight = sa.select(*_flight_details).where(fl.id == sa.bindparam("fid"), *_flight_airports)
+_take_class_guarded_cache: dict[int, tuple[sa.ColumnElement[bool], sa.Update]] = {}
+
+
+def _take_class_guarded(guard: sa.ColumnElement[bool]) -> sa.Update:
+    # Built once per guard, like ``_take_both``: a statement built per call is compiled per call.
+    cached = _take_class_guarded_cache.get(id(guard))
+    if cached is not None and cached[0] is guard:
+        return cached[1]
+    stmt = _take_class.where(guard)
+    _take_class_guarded_cache[id(guard)] = (guard, stmt)
+    return stmt
+
 
 _take_cabin = (
     sa.update(flight_cabins)
@@ -135,7 +148,7 @@ def _take_both(guard: sa.ColumnElement[bool] | None) -> sa.Select[Any]:
 
 
 async def take_seats(
-    conn: AsyncConnection,
+    uow: UnitOfWork,
     *,
     flight_id: uuid.UUID,
     booking_class: str,
@@ -146,6 +159,9 @@ async def take_seats(
 ) -> TakenSeats:
     """Hold ``seats`` in a booking class, or raise sold_out / booking_class_closed / not found.
 
+    Runs inside the caller's unit of work, with ``uow.one`` so that a raw unit of work (PostgreSQL,
+    asyncpg directly) takes the hot path without SQLAlchemy's execution layer.
+
     ``guard`` is a condition of the caller's (built once, with its values in ``guard_params``)
     that must also hold for the seats to be taken; it is evaluated in the seat-taking statement
     itself, so it costs no round trip. When seats are refused the caller cannot tell from the
@@ -155,70 +171,75 @@ async def take_seats(
     params: dict[str, Any] = {"fid": flight_id, "p_code": booking_class, "n": seats, "now": now}
     if guard_params:
         params.update(guard_params)
-    if conn.dialect.name == "postgresql":
-        row = (await conn.execute(_take_both(guard), params)).first()
+    if uow.dialect_name == "postgresql":
+        row = await uow.one(_take_both(guard), params)
         if row is None:
-            await _explain_refusal(conn, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
+            await _explain_refusal(uow, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
             raise AssertionError("unreachable")  # pragma: no cover
-        if row.cabin_code is None:
+        if row["cabin_code"] is None:
             # The class UPDATE took seats the cabin does not have: the caller's transaction rolls back.
             raise SoldOut(
                 f"the cabin of booking class {booking_class} has fewer than {seats} seats left",
                 flight_id=str(flight_id),
             )
-        cabin_code: str = row.cabin_code
-        flight: Any = row
+        cabin_code: str = row["cabin_code"]
+        flight: Mapping[str, Any] = row
     else:
-        take = _take_class if guard is None else _take_class.where(guard)
-        row = (await conn.execute(take, params)).first()
+        take = _take_class if guard is None else _take_class_guarded(guard)
+        row = await uow.one(take, params)
         if row is None:
-            await _explain_refusal(conn, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
+            await _explain_refusal(uow, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
             raise AssertionError("unreachable")  # pragma: no cover
-        cabin = (await conn.execute(_take_cabin, {"cid": row.cabin_id, "n": seats})).first()
+        cabin = await uow.one(_take_cabin, {"cid": row["cabin_id"], "n": seats})
         if cabin is None:
             raise SoldOut(
                 f"the cabin of booking class {booking_class} has fewer than {seats} seats left",
                 flight_id=str(flight_id),
             )
-        cabin_code = cabin.cabin_code
-        flight = (await conn.execute(_select_flight, {"fid": flight_id})).one()
+        cabin_code = cabin["cabin_code"]
+        found = await uow.one(_select_flight, {"fid": flight_id})
+        if found is None:  # pragma: no cover - the class UPDATE just found the flight
+            raise NotFound(f"flight {flight_id} does not exist", flight_id=str(flight_id))
+        flight = found
     return TakenSeats(
         flight_id=flight_id,
         booking_class=booking_class,
-        booking_class_id=row.id,
-        cabin_id=row.cabin_id,
+        booking_class_id=row["id"],
+        cabin_id=row["cabin_id"],
         cabin=cabin_code,
-        fare_amount=row.fare_amount,
-        currency=row.currency,
+        fare_amount=row["fare_amount"],
+        currency=row["currency"],
         seats=seats,
-        designator=f"{flight.carrier}{flight.flight_number}",
-        origin=flight.origin,
-        destination=flight.destination,
-        departure_at=flight.departure_at,
-        arrival_at=flight.arrival_at,
-        carrier=flight.carrier,
-        flight_number=flight.flight_number,
-        origin_zone=flight.origin_zone,
-        destination_zone=flight.destination_zone,
+        designator=f"{flight['carrier']}{flight['flight_number']}",
+        origin=flight["origin"],
+        destination=flight["destination"],
+        departure_at=flight["departure_at"],
+        arrival_at=flight["arrival_at"],
+        carrier=flight["carrier"],
+        flight_number=flight["flight_number"],
+        origin_zone=flight["origin_zone"],
+        destination_zone=flight["destination_zone"],
     )
 
 
+_flight_state = sa.select(fl.status, fl.departure_at).where(fl.id == sa.bindparam("fid", type_=fl.id.type))
+_class_state = sa.select(bc.is_open).where(
+    bc.flight_id == sa.bindparam("fid", type_=bc.flight_id.type), bc.code == sa.bindparam("p_code", type_=bc.code.type)
+)
+
+
 async def _explain_refusal(
-    conn: AsyncConnection, *, flight_id: uuid.UUID, booking_class: str, seats: int, now: datetime
+    uow: UnitOfWork, *, flight_id: uuid.UUID, booking_class: str, seats: int, now: datetime
 ) -> None:
-    flight = (
-        await conn.execute(sa.select(flights.c.status, flights.c.departure_at).where(flights.c.id == flight_id))
-    ).first()
+    flight = await uow.one(_flight_state, {"fid": flight_id})
     if flight is None:
         raise NotFound(f"flight {flight_id} does not exist", flight_id=str(flight_id))
-    if flight.status != "scheduled" or flight.departure_at <= now:
-        raise FlightNotBookable(f"flight {flight_id} is {flight.status} or has departed", flight_id=str(flight_id))
-    klass = (
-        await conn.execute(sa.select(bc.is_open).where(bc.flight_id == flight_id, bc.code == booking_class))
-    ).first()
+    if flight["status"] != "scheduled" or flight["departure_at"] <= now:
+        raise FlightNotBookable(f"flight {flight_id} is {flight['status']} or has departed", flight_id=str(flight_id))
+    klass = await uow.one(_class_state, {"fid": flight_id, "p_code": booking_class})
     if klass is None:
         raise NotFound(f"flight {flight_id} sells no booking class {booking_class}", flight_id=str(flight_id))
-    if not klass.is_open:
+    if not klass["is_open"]:
         raise BookingClassClosed(f"booking class {booking_class} is closed", flight_id=str(flight_id))
     raise SoldOut(f"booking class {booking_class} has fewer than {seats} seats left", flight_id=str(flight_id))
 

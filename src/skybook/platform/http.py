@@ -8,6 +8,7 @@ import re
 import uuid
 from typing import Annotated, Any
 
+import asyncpg  # type: ignore[import-untyped]
 import orjson
 import sqlalchemy as sa
 from fastapi import FastAPI, Query, Request, params
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skybook.platform.context import correlation_id
 from skybook.platform.errors import Busy, DomainError
+from skybook.platform.pgraw import ConnectionLost
 from skybook.platform.problems import PROBLEM_JSON, problem, replay_body, send_problem
 from skybook.platform.schemas import MAX_PAGE_SIZE, Output, PageInfo
 
@@ -263,11 +265,23 @@ async def _pool_exhausted(request: Request, exc: Exception) -> Response:
 _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P", "3D000")
 
 
+_RAW_CONNECTION_ERRORS = (
+    ConnectionLost,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.PostgresConnectionError,
+)
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """Whether an error means the database is unreachable or refusing connections."""
+    if isinstance(exc, _RAW_CONNECTION_ERRORS):
+        return True  # the raw write paths (skybook.platform.pgraw) meet asyncpg's errors unwrapped
     if isinstance(exc, OSError | TimeoutError) and not isinstance(exc, sa.exc.DBAPIError):
         # asyncpg raises a refused or timed-out connect as it is, unwrapped by SQLAlchemy.
         return _raised_by_database_driver(exc)
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
+        return True
     if not isinstance(exc, sa.exc.DBAPIError):
         return False
     if exc.connection_invalidated:

@@ -15,6 +15,7 @@ from skybook.platform.context import correlation_id
 from skybook.platform.errors import Busy
 from skybook.platform.events import Event
 from skybook.platform.outbox import outbox, outbox_rows
+from skybook.platform.pgraw import ConnectionLost, compile_raw
 
 # PostgreSQL SQLSTATEs that mean "someone else holds what you need": lock_not_available,
 # deadlock_detected, serialization_failure. The caller gets a retryable 503, not a 500.
@@ -71,6 +72,8 @@ def _build_combined(shape: _Shape) -> sa.TextClause:
         columns = ", ".join(quote(c) for c in cols)
         # Only our own table and column names (quoted) and parameter placeholders: no value is in the SQL.
         inserts.append(f"INSERT INTO {quote(table.name)} ({columns}) VALUES {', '.join(rows)}")  # noqa: S608
+    if len(inserts) == 1:
+        return sa.text(inserts[0]).bindparams(*binds)
     ctes = ", ".join(f"write_{p} AS ({sql})" for p, sql in enumerate(inserts[:-1]))
     return sa.text(f"WITH {ctes} {inserts[-1]}").bindparams(*binds)
 
@@ -79,9 +82,16 @@ class UnitOfWork:
     """``async with uow:`` opens a transaction; ``commit()`` writes the outbox and commits.
 
     Leaving the block without ``commit()`` rolls everything back, events included.
-    """
 
-    conn: AsyncConnection
+    Two ways to run statements inside it:
+
+    * ``uow.conn``: the SQLAlchemy connection, for everything;
+    * ``uow.one(stmt, params)``: one row (or None) of a statement built once at module level. With
+      ``raw=True`` on PostgreSQL the whole transaction runs on the asyncpg connection under the
+      pooled SQLAlchemy one (``skybook.platform.pgraw``): the hot write paths (holds) skip
+      SQLAlchemy's execution layer, which cost more CPU than the statements themselves. Such a unit
+      of work has no ``conn``; on SQLite ``raw`` changes nothing.
+    """
 
     def __init__(
         self,
@@ -89,12 +99,32 @@ class UnitOfWork:
         *,
         write_lock: asyncio.Lock | None = None,
         after_commit: Callable[[], None] | None = None,
+        raw: bool = False,
     ) -> None:
         self._engine = engine
         self._write_lock = write_lock
         self._after_commit = after_commit
         self._events: list[Event] = []
         self._committed = False
+        self._raw = raw and engine.dialect.name == "postgresql"
+        self._conn: AsyncConnection | None = None
+        self._pg: Any = None  # asyncpg.Connection of a raw unit of work
+        self._pg_tx: Any = None  # its asyncpg Transaction, started on the first statement
+        self._lost = False
+
+    @property
+    def dialect_name(self) -> str:
+        """``postgresql`` or ``sqlite``."""
+        return self._engine.dialect.name
+
+    @property
+    def conn(self) -> AsyncConnection:
+        """The SQLAlchemy connection of this transaction (not on a raw unit of work)."""
+        if self._raw:
+            raise RuntimeError("a raw unit of work runs its statements with uow.one(), not uow.conn")
+        if self._conn is None:
+            raise RuntimeError("the unit of work is not open")
+        return self._conn
 
     async def __aenter__(self) -> Self:
         # SQLite has one writer at a time; queueing writers here is cheaper and fairer than
@@ -103,15 +133,39 @@ class UnitOfWork:
             await self._write_lock.acquire()
         try:
             conn = await self._engine.connect()
+            if self._raw:
+                # The pool's connection, driven by asyncpg directly; SQLAlchemy only lends it out
+                # and takes it back (its reset on return finds no transaction of its own).
+                self._conn = conn
+                self._pg = (await conn.get_raw_connection()).driver_connection
+                return self
             if self._write_lock is not None:
                 conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
-            self.conn = conn
+            self._conn = conn
             await conn.begin()
         except BaseException:
             if self._write_lock is not None:
                 self._write_lock.release()
             raise
         return self
+
+    async def _raw_tx(self) -> Any:
+        if self._pg_tx is None:
+            tx = self._pg.transaction()
+            await tx.start()
+            self._pg_tx = tx
+        return self._pg
+
+    async def one(self, stmt: sa.ClauseElement, params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The first row of ``stmt`` as a mapping by column name, or None. Build ``stmt`` once."""
+        if self._raw:
+            pg = await self._raw_tx()
+            raw = compile_raw(stmt)
+            row: Mapping[str, Any] | None = await pg.fetchrow(raw.sql, *raw.args(params))
+            return row
+        result = await self.conn.execute(stmt, params)  # type: ignore[call-overload]
+        found: Mapping[str, Any] | None = result.mappings().first()
+        return found
 
     def emit(self, *events: Event) -> None:
         """Queue events to be written to the outbox when (and only if) the transaction commits."""
@@ -131,12 +185,21 @@ class UnitOfWork:
         parts = [(table, rows) for table, rows in inserts if rows]
         if self._events:
             parts.append((outbox, outbox_rows(self._events)))
-        if len(parts) > 1 and self.conn.dialect.name == "postgresql":
-            await self.conn.execute(*_combined_insert(parts))
+        if self._raw:
+            pg = await self._raw_tx()
+            if parts:
+                stmt, params = _combined_insert(parts)
+                raw = compile_raw(stmt)
+                await pg.execute(raw.sql, *raw.args(params))
+            await self._pg_tx.commit()
         else:
-            for table, rows in parts:
-                await self.conn.execute(_insert_into(table), list(rows))
-        await self.conn.commit()
+            conn = self.conn
+            if len(parts) > 1 and conn.dialect.name == "postgresql":
+                await conn.execute(*_combined_insert(parts))
+            else:
+                for table, rows in parts:
+                    await conn.execute(_insert_into(table), list(rows))
+            await conn.commit()
         had_events = bool(self._events)
         self._events = []
         self._committed = True
@@ -150,14 +213,38 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         try:
-            if not self._committed:
-                await self.conn.rollback()
-            await self.conn.close()
+            conn = self._conn
+            if conn is not None:
+                if self._raw:
+                    await self._close_raw(conn, exc)
+                else:
+                    if not self._committed:
+                        await conn.rollback()
+                    await conn.close()
         finally:
             if self._write_lock is not None:
                 self._write_lock.release()
         if isinstance(exc, sa.exc.DBAPIError) and _sqlstate(exc) in _BUSY_SQLSTATES:
             raise Busy("the inventory is busy; retry the request") from exc
+        if self._raw and exc is not None:
+            if getattr(exc, "sqlstate", None) in _BUSY_SQLSTATES:
+                raise Busy("the inventory is busy; retry the request") from exc
+            if self._lost:
+                raise ConnectionLost("the database connection was lost during the transaction") from exc
+
+    async def _close_raw(self, conn: AsyncConnection, exc: BaseException | None) -> None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        try:
+            if self._pg_tx is not None and not self._committed and not self._pg.is_closed():
+                await self._pg_tx.rollback()
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+            exc = exc or ConnectionError("rollback failed")
+        if isinstance(exc, OSError | asyncpg.PostgresConnectionError) or self._pg.is_closed():
+            # The pool must not lend this connection again: SQLAlchemy did not see it fail.
+            self._lost = True
+            await conn.invalidate()
+        await conn.close()
 
 
 def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:

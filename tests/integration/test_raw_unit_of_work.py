@@ -1,0 +1,161 @@
+"""The raw unit of work (PostgreSQL only): holds run on asyncpg directly on PostgreSQL, and must stay as safe as before.
+
+What a user relies on: a hold is all-or-nothing, a lost database connection is a clear 503 and
+not a poisoned pool, a locked counter is a retryable ``busy``, and the values written are the ones
+SQLAlchemy would have written (JSON, UTC timestamps).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from skybook import inventory
+from skybook.booking import handlers
+from skybook.booking.commands import HoldSeats, SegmentChoice
+from skybook.booking.model import PartySize
+from skybook.bootstrap import Container, bootstrap
+from skybook.inventory.tables import booking_classes, flight_cabins
+from skybook.platform.errors import Busy
+from skybook.platform.http import database_unavailable
+from skybook.platform.outbox import outbox
+from skybook.platform.pgraw import compile_raw
+from skybook.settings import Settings
+from tests.conftest import Database, Network
+
+pytestmark = pytest.mark.postgres
+
+
+def test_a_statement_is_compiled_once_with_its_constants_and_its_column_types_applied() -> None:
+    stmt = sa.insert(outbox).values(
+        event_id=sa.bindparam("event_id"),
+        type="hold.created",  # a constant of the statement, not a parameter of the call
+        version=1,
+        context="booking",
+        occurred_at=sa.bindparam("at"),
+        aggregate_id=sa.bindparam("agg"),
+        data=sa.bindparam("data"),
+    )
+    raw = compile_raw(stmt)
+    assert compile_raw(stmt) is raw
+    assert "$1" in raw.sql and ":" not in raw.sql.replace("::", "")
+
+    event_id = uuid.uuid4()
+    at = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    args = dict(
+        zip(raw.names, raw.args({"event_id": event_id, "at": at, "agg": "A1", "data": {"seats": 2}}), strict=True)
+    )
+    assert "hold.created" in args.values() and "booking" in args.values()
+    # The JSON column's bind processing ran: asyncpg receives the document as text.
+    assert json.loads(args["data"]) == {"seats": 2}
+    assert args["event_id"] == event_id
+
+
+@pytest.fixture
+def database(postgres_database: Database) -> Database:
+    """PostgreSQL only: the raw unit of work does not exist on SQLite (it runs the SQLAlchemy one)."""
+    return postgres_database
+
+
+@pytest.fixture
+async def one_connection(database: Database, tmp_path: Path) -> AsyncIterator[Container]:
+    """A second container on the same database whose pool holds a single connection, so a connection
+    that went bad would be lent again to the very next unit of work."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        secret_key="test-only-secret-key-0123456789",
+        database_url=database.url,
+        data_dir=tmp_path,
+        run_workers=False,
+        database_pool_size=1,
+        database_lock_timeout_ms=200,
+    )
+    c = bootstrap(settings)
+    yield c
+    await c.close()
+
+
+async def _counts(c: Container, flight_id: str) -> tuple[int, int]:
+    async with c.engine.connect() as conn:
+        held_class = await conn.scalar(
+            sa.select(sa.func.sum(booking_classes.c.held)).where(booking_classes.c.flight_id == uuid.UUID(flight_id))
+        )
+        held_cabin = await conn.scalar(
+            sa.select(sa.func.sum(flight_cabins.c.held)).where(flight_cabins.c.flight_id == uuid.UUID(flight_id))
+        )
+    return int(held_class or 0), int(held_cabin or 0)
+
+
+async def _take(c: Container, uow_flight: str, seats: int = 2) -> None:
+    async with c.uow(raw=True) as uow:
+        await inventory.take_seats(
+            uow, flight_id=uuid.UUID(uow_flight), booking_class="M", seats=seats, now=c.clock.now()
+        )
+        raise RuntimeError("the caller fails after taking seats, before committing")
+
+
+async def test_seats_taken_in_a_raw_unit_of_work_that_is_left_without_commit_are_given_back(
+    network: Network, one_connection: Container
+) -> None:
+    flight = await network.flight()
+    before = await _counts(one_connection, flight["id"])
+    with pytest.raises(RuntimeError, match="before committing"):
+        await _take(one_connection, flight["id"])
+    assert await _counts(one_connection, flight["id"]) == before
+
+    async with one_connection.uow(raw=True) as uow:
+        with pytest.raises(RuntimeError, match=r"uow\.one"):
+            _ = uow.conn  # a raw unit of work cannot mix in SQLAlchemy statements
+
+
+async def test_a_connection_lost_in_the_middle_of_a_hold_is_reported_as_unavailable_and_not_lent_again(
+    network: Network, one_connection: Container, container: Container
+) -> None:
+    flight = await network.flight()
+    before = await _counts(one_connection, flight["id"])
+
+    async def lose_the_connection_before_commit() -> None:
+        async with one_connection.uow(raw=True) as uow:
+            await inventory.take_seats(
+                uow, flight_id=uuid.UUID(flight["id"]), booking_class="M", seats=3, now=one_connection.clock.now()
+            )
+            async with container.engine.connect() as admin:
+                pid = uow._pg.get_server_pid()
+                await admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await uow.commit()
+
+    with pytest.raises(Exception) as lost:  # noqa: PT011 - which of asyncpg's errors is not the point
+        await lose_the_connection_before_commit()
+    assert database_unavailable(lost.value), repr(lost.value)
+    # Nothing of the lost transaction stayed, and the pool's only connection is a fresh one.
+    assert await _counts(one_connection, flight["id"]) == before
+    held = await handlers.hold_seats(
+        HoldSeats((SegmentChoice(uuid.UUID(flight["id"]), "M"),), PartySize(adults=1)), one_connection
+    )
+    assert held.total_amount > 0
+    assert await _counts(one_connection, flight["id"]) == (before[0] + 1, before[1] + 1)
+
+
+async def test_a_counter_locked_by_another_transaction_makes_the_hold_a_retryable_busy(
+    network: Network, one_connection: Container, container: Container
+) -> None:
+    flight = await network.flight()
+    async with container.engine.connect() as locker:
+        await locker.execute(
+            sa.select(booking_classes.c.id)
+            .where(booking_classes.c.flight_id == uuid.UUID(flight["id"]), booking_classes.c.code == "M")
+            .with_for_update()
+        )
+        with pytest.raises(Busy):
+            async with one_connection.uow(raw=True) as uow:
+                await inventory.take_seats(
+                    uow, flight_id=uuid.UUID(flight["id"]), booking_class="M", seats=1, now=one_connection.clock.now()
+                )
+        await locker.rollback()
