@@ -8,31 +8,18 @@ each principal check depended on ``current_principal`` and that on the two secur
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from skybook.app import create_app
-from skybook.bootstrap import bootstrap
 from skybook.platform.deps import GUARD, current_principal
-from skybook.settings import Settings
+from tests.api.test_openapi_contract import app  # noqa: F401 - the app fixture, built without a database
 
 
 @pytest.fixture(scope="module")
-def routes(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
-    data_dir: Path = tmp_path_factory.mktemp("deps")
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        secret_key="test-only-secret-key-0123456789",
-        database_url=f"sqlite+aiosqlite:///{data_dir / 'unused.db'}",
-        data_dir=data_dir,
-        run_workers=False,
-    )
-    app = create_app(bootstrap(settings))
+def routes(app: Any) -> list[Any]:  # noqa: F811 - the imported fixture
     return [r for r in iter_route_contexts(app.routes) if isinstance(r.original_route, APIRoute)]
 
 
