@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import ValidationError
 
 from skybook.app import create_app
@@ -166,6 +166,45 @@ def test_every_operation_has_a_summary_and_a_tag(spec: dict[str, Any]) -> None:
     assert not violations, _report("every operation has a summary and at least one tag", violations)
 
 
+# The /v1 operations a caller reaches without credentials; every other one needs a principal.
+PUBLIC_OPERATIONS = {"signUp", "issueToken", "acceptInvitation"}
+SECURITY = [{"OAuth2PasswordBearer": []}, {"APIKeyHeader": []}]
+
+
+def test_every_operation_needing_a_principal_declares_both_security_schemes(spec: dict[str, Any]) -> None:
+    # The schemes are not dependencies of the routes (skybook.platform.deps.install_security_openapi
+    # adds them): a client generator's "Authorize" and its credential handling rely on them.
+    schemes = spec.get("components", {}).get("securitySchemes", {})
+    violations = [
+        f"securitySchemes lacks {name}" for name in ("OAuth2PasswordBearer", "APIKeyHeader") if name not in schemes
+    ]
+    if "OAuth2PasswordBearer" in schemes:
+        flows = schemes["OAuth2PasswordBearer"]
+        if flows.get("type") != "oauth2" or flows["flows"]["password"]["tokenUrl"] != "/v1/auth/token":
+            violations.append(f"OAuth2PasswordBearer is not the password flow of /v1/auth/token: {flows}")
+    if schemes.get("APIKeyHeader", {}) | {"description": None} != {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": None,
+    }:
+        violations.append(f"APIKeyHeader is not the X-API-Key header: {schemes.get('APIKeyHeader')}")
+    public = set()
+    for _, op in _operations(spec):
+        if not op["_where"].split()[1].startswith("/v1/"):
+            if "security" in op:
+                violations.append(f"{op['_where']}: outside /v1 but declares security")
+        elif op["operationId"] in PUBLIC_OPERATIONS:
+            public.add(op["operationId"])
+            if "security" in op:
+                violations.append(f"{op['_where']}: public but declares security")
+        elif op.get("security") != SECURITY:
+            violations.append(f"{op['_where']}: security is {op.get('security')}, not {SECURITY}")
+    if public != PUBLIC_OPERATIONS:
+        violations.append(f"public operations not found: {sorted(PUBLIC_OPERATIONS - public)}")
+    assert not violations, _report("every /v1 operation but log-in and sign-up declares both schemes", violations)
+
+
 def test_every_tag_used_is_declared_and_every_declared_tag_is_used(spec: dict[str, Any]) -> None:
     declared = [t["name"] for t in spec.get("tags", [])]
     used = {tag for _, op in _operations(spec) for tag in op.get("tags", [])}
@@ -294,8 +333,10 @@ def test_every_request_body_example_is_accepted_by_the_api(app: Any, spec: dict[
         for _, op in _operations(spec)
         if "requestBody" in op
     }
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or route.body_field is None:
+    checked = 0
+    # iter_route_contexts: since FastAPI 0.165 an included router's routes are not in app.routes.
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute) or route.body_field is None:
             continue
         model = route.body_field.field_info.annotation
         for example in examples_by_operation.get(route.operation_id, []):
@@ -303,4 +344,6 @@ def test_every_request_body_example_is_accepted_by_the_api(app: Any, spec: dict[
                 model.model_validate(example)
             except ValidationError as exc:
                 violations.append(f"{route.operation_id}: example refused: {exc.errors(include_url=False)}")
+            checked += 1
+    assert checked >= 10, f"only {checked} examples checked: are the routes with a body found?"
     assert not violations, _report("request body examples pass the API's own validation", violations)
