@@ -11,7 +11,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -26,7 +25,6 @@ from skybook.platform.errors import Busy
 from skybook.platform.http import database_unavailable
 from skybook.platform.outbox import outbox
 from skybook.platform.pgraw import compile_raw
-from skybook.settings import Settings
 from tests.conftest import Database, Network
 
 pytestmark = pytest.mark.postgres
@@ -64,18 +62,11 @@ def database(postgres_database: Database) -> Database:
 
 
 @pytest.fixture
-async def one_connection(database: Database, tmp_path: Path) -> AsyncIterator[Container]:
+async def one_connection(container: Container) -> AsyncIterator[Container]:
     """A second container on the same database whose pool holds a single connection, so a connection
-    that went bad would be lent again to the very next unit of work."""
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment="test",
-        secret_key="test-only-secret-key-0123456789",
-        database_url=database.url,
-        data_dir=tmp_path,
-        run_workers=False,
-        database_pool_size=1,
-        database_lock_timeout_ms=200,
+    that went bad would be lent again to the very next unit of work; lock waits end after 200 ms."""
+    settings = container.settings.model_copy(
+        update={"database_pool_size": 1, "database_lock_timeout_ms": 200, "run_workers": False}
     )
     c = bootstrap(settings)
     yield c
