@@ -44,8 +44,13 @@ class RawHttpPool:
         self._prefix = f"Host: {host}:{port}\r\n".encode()
 
     async def _acquire(self) -> _Conn | None:
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.reader.at_eof() and not conn.writer.is_closing():
+                return conn
+            # The server closed it while idle (uvicorn's keep-alive timeout is 5 s): never reuse it.
+            conn.close()
+            self._open -= 1
         if self._open < self.max_connections:
             self._open += 1
             try:
