@@ -19,6 +19,7 @@ from skybook import inventory
 from skybook.booking import handlers
 from skybook.booking.commands import HoldSeats, SegmentChoice
 from skybook.booking.model import PartySize
+from skybook.booking.tables import orders
 from skybook.bootstrap import Container, bootstrap
 from skybook.inventory.tables import booking_classes, flight_cabins
 from skybook.platform.errors import Busy
@@ -150,3 +151,64 @@ async def test_a_counter_locked_by_another_transaction_makes_the_hold_a_retryabl
                     uow, flight_id=uuid.UUID(flight["id"]), booking_class="M", seats=1, now=one_connection.clock.now()
                 )
         await locker.rollback()
+
+
+async def test_a_one_segment_hold_whose_cabin_is_full_is_sold_out_and_leaves_the_class_count_alone(
+    network: Network, container: Container
+) -> None:
+    # Class M still has room (limit 30), but every seat of its cabin (Y, 60) is taken by other
+    # classes: the one statement raises the class's count, finds no cabin room and undoes itself.
+    flight = await network.flight()
+    fid = uuid.UUID(flight["id"])
+    async with container.engine.begin() as conn:
+        await conn.execute(
+            flight_cabins.update()
+            .where(flight_cabins.c.flight_id == fid, flight_cabins.c.cabin_code == "Y")
+            .values(held=flight_cabins.c.capacity)
+        )
+    try:
+        before = await _counts(container, flight["id"])
+        async with container.engine.connect() as conn:
+            events_before = await conn.scalar(sa.select(sa.func.count()).select_from(outbox))
+        answer = await network.hold(flight["id"], "M", adults=2)
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["code"] == "sold_out"
+        assert "cabin" in answer.json()["detail"]
+        assert await _counts(container, flight["id"]) == before
+        async with container.engine.connect() as conn:
+            assert await conn.scalar(sa.select(sa.func.count()).select_from(outbox)) == events_before
+    finally:  # the suite's invariant check compares counts with orders
+        async with container.engine.begin() as conn:
+            await conn.execute(
+                flight_cabins.update()
+                .where(flight_cabins.c.flight_id == fid, flight_cabins.c.cabin_code == "Y")
+                .values(held=0)
+            )
+
+
+@pytest.mark.parametrize(("adults", "children", "infants"), [(1, 0, 0), (2, 1, 1), (2, 3, 2), (9, 0, 0)])
+async def test_a_one_segment_hold_prices_the_party_as_the_fare_rules_do_in_its_order_and_its_event(
+    network: Network, container: Container, adults: int, children: int, infants: int
+) -> None:
+    fares = [{"booking_class": "Y", "cabin": "Y", "amount": 30333, "currency": "EUR", "seat_limit": 60}]
+    flight = await network.flight(fares=fares)
+    answer = await network.hold(flight["id"], "Y", adults=adults, children=children, infants=infants)
+    assert answer.status_code == 201, answer.text
+    expected = PartySize(adults, children, infants).price(30333)  # odd fare: the rounding shows
+    assert answer.json()["total"] == {"amount": expected, "currency": "EUR"}
+    async with container.engine.connect() as conn:
+        stored = await conn.scalar(
+            sa.select(orders.c.total_amount).where(orders.c.id == uuid.UUID(answer.json()["id"]))
+        )
+        created = (
+            await conn.execute(sa.select(outbox.c.data, outbox.c.context).where(outbox.c.type == "hold.created"))
+        ).one()
+    assert stored == expected
+    assert created.context == "booking"
+    assert created.data == {
+        "order_id": answer.json()["id"],
+        "expires_at": created.data["expires_at"],
+        "seats": adults + children,
+        "segments": [{"flight_id": flight["id"], "booking_class": "Y"}],
+        "total": {"amount": expected, "currency": "EUR"},
+    }

@@ -57,10 +57,13 @@ from skybook.platform.errors import (
     PaymentInProgress,
     PaymentProviderError,
     SeatUnavailable,
+    SoldOut,
 )
 from skybook.platform.events import Event, uuid7
+from skybook.platform.outbox import outbox_rows
+from skybook.platform.pgraw import StatementRefused
 from skybook.platform.security import Principal
-from skybook.platform.uow import UnitOfWork
+from skybook.platform.uow import UnitOfWork, stamped
 
 LIVE = (OrderStatus.HELD, OrderStatus.CONFIRMED)
 # A payment left pending this long (its process died mid-call) no longer shields the order from expiry.
@@ -119,6 +122,8 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
     actor = cmd.actor
     # The busiest write of the platform: a raw unit of work (asyncpg directly on PostgreSQL).
     async with deps.uow(raw=True) as uow:
+        if len(cmd.segments) == 1 and uow.dialect_name == "postgresql":
+            return await _hold_in_one_statement(cmd, deps, uow, order_id=order_id, now=now)
         taken: dict[uuid.UUID, inventory.TakenSeats] = {}
         # Sorted, so concurrent multi-segment holds lock counters in one global order.
         for i, seg in enumerate(sorted(cmd.segments, key=lambda s: (str(s.flight_id), s.booking_class))):
@@ -140,14 +145,7 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
                 )
             except DomainError:
                 if actor is not None and guarded:
-                    # Refused: by the cap or by the inventory? The cap answers first, as it always has.
-                    unpaid = await repo.unpaid_seats_of(uow, actor.id, cap=actor.max_unpaid_seats)
-                    if unpaid + seats > actor.max_unpaid_seats:
-                        raise HoldLimitReached(
-                            f"you hold {unpaid} unpaid seats; your plan allows {actor.max_unpaid_seats}. "
-                            "Pay, release or let some holds expire first.",
-                            limit=actor.max_unpaid_seats,
-                        ) from None
+                    await _check_unpaid_cap(uow, actor, seats)
                 raise
         itinerary = [taken[s.flight_id] for s in cmd.segments]
         for earlier, later in pairwise(itinerary):
@@ -211,6 +209,91 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
         expires_at=expires_at,
         created_at=now,
         segments=tuple(itinerary),
+    )
+
+
+async def _check_unpaid_cap(uow: UnitOfWork, actor: Principal, seats: int) -> None:
+    """After a refusal: was it the principal's cap? The cap answers first, as it always has."""
+    unpaid = await repo.unpaid_seats_of(uow, actor.id, cap=actor.max_unpaid_seats)
+    if unpaid + seats > actor.max_unpaid_seats:
+        raise HoldLimitReached(
+            f"you hold {unpaid} unpaid seats; your plan allows {actor.max_unpaid_seats}. "
+            "Pay, release or let some holds expire first.",
+            limit=actor.max_unpaid_seats,
+        )
+
+
+async def _hold_in_one_statement(
+    cmd: HoldSeats, deps: BookingDeps, uow: UnitOfWork, *, order_id: uuid.UUID, now: datetime
+) -> HeldOrder:
+    """A single-segment hold on PostgreSQL: one statement, its own transaction, one round trip
+    (``repository.one_statement_hold``). Same rules, same answers as the general path below."""
+    seg = cmd.segments[0]
+    actor = cmd.actor
+    party = cmd.party
+    expires_at = now + deps.hold_ttl
+    # hold.created's data as the general path writes it; the statement adds the total it prices.
+    hold_created = Event(
+        type="hold.created",
+        aggregate_id=str(order_id),
+        tenant_id=str(actor.tenant_id) if actor else None,
+        data={
+            "order_id": str(order_id),
+            "expires_at": expires_at.isoformat(),
+            "seats": party.seats,
+            "segments": [{"flight_id": str(seg.flight_id), "booking_class": seg.booking_class}],
+        },
+    )
+    events = stamped(hold_created, _inventory_changed([seg.flight_id], "hold", order_id))
+    params: dict[str, Any] = {
+        "fid": seg.flight_id,
+        "p_code": seg.booking_class,
+        "n": party.seats,
+        "now": now,
+        "order_id": order_id,
+        "tenant_id": actor.tenant_id if actor else None,
+        "created_by": actor.id if actor else None,
+        "adults": party.adults,
+        "children": party.children,
+        "infants": party.infants,
+        "expires_at": expires_at,
+        "created_at": now,
+    }
+    if actor is not None:
+        params.update(repo.unpaid_cap_params(actor.id, cap=actor.max_unpaid_seats))
+    for prefix, row in zip(("e1", "e2"), outbox_rows(events), strict=True):
+        params.update({f"{prefix}_{column}": value for column, value in row.items()})
+    try:
+        taken_row = await uow.commit_statement(
+            repo.one_statement_hold(repo.UNPAID_CAP_GUARD if actor is not None else None), params
+        )
+    except StatementRefused:
+        # The class had room, its cabin did not; the statement rolled back.
+        raise SoldOut(
+            f"the cabin of booking class {seg.booking_class} has fewer than {party.seats} seats left",
+            flight_id=str(seg.flight_id),
+        ) from None
+    if taken_row is None:  # nothing taken, nothing written: say why
+        if actor is not None:
+            await _check_unpaid_cap(uow, actor, party.seats)
+        await inventory.explain_refusal(
+            uow, flight_id=seg.flight_id, booking_class=seg.booking_class, seats=party.seats, now=now
+        )
+    assert taken_row is not None  # explain_refusal always raises
+    taken = inventory.taken_from_row(
+        taken_row, flight_id=seg.flight_id, booking_class=seg.booking_class, seats=party.seats
+    )
+    total = party.price(taken.fare_amount)
+    if taken_row["total"] != total:  # pragma: no cover - the SQL price must be PartySize.price
+        raise RuntimeError(f"hold {order_id} priced {taken_row['total']} in SQL, {total} by PartySize.price")
+    return HeldOrder(
+        id=order_id,
+        party=party,
+        total_amount=total,
+        currency=taken.currency,
+        expires_at=expires_at,
+        created_at=now,
+        segments=(taken,),
     )
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from skybook.booking.model import PartySize, new_record_locator
+from skybook import inventory
+from skybook.booking.model import CHILD_FARE_PERCENT, INFANT_FARE_PERCENT, PartySize, new_record_locator
 from skybook.booking.tables import (
     order_segments,
     orders,
@@ -22,6 +23,7 @@ from skybook.booking.tables import (
 from skybook.inventory import flights
 from skybook.platform.db import insert_ignoring_conflicts
 from skybook.platform.errors import Conflict, NotFound
+from skybook.platform.outbox import outbox
 from skybook.platform.security import Principal
 from skybook.platform.uow import UnitOfWork
 
@@ -318,3 +320,168 @@ async def status_of(conn: AsyncConnection, order_id: uuid.UUID) -> str | None:
     """The order's status alone: what a waiter re-reads (access was checked before it waited)."""
     status: str | None = await conn.scalar(_STATUS_OF, {"order_id": order_id})
     return status
+
+
+# ---------------------------------------------------------------------------------------------
+# The single-segment hold as one statement (PostgreSQL)
+# ---------------------------------------------------------------------------------------------
+
+_ORDER_COLUMNS = (
+    "id",
+    "status",
+    "tenant_id",
+    "created_by",
+    "adults",
+    "children",
+    "infants",
+    "total_amount",
+    "currency",
+    "expires_at",
+    "created_at",
+)
+_SEGMENT_COLUMNS = (
+    "order_id",
+    "segment_no",
+    "flight_id",
+    "booking_class",
+    "booking_class_id",
+    "cabin",
+    "cabin_id",
+    "seats",
+    "fare_amount",
+    "currency",
+)
+_OUTBOX_COLUMNS = (
+    "event_id",
+    "type",
+    "version",
+    "context",
+    "occurred_at",
+    "tenant_id",
+    "aggregate_id",
+    "correlation_id",
+    "causation_id",
+    "data",
+)
+_one_statement_cache: dict[int, tuple[sa.ColumnElement[bool] | None, sa.Select[Any]]] = {}
+
+
+def price_sql(
+    adult_fare: sa.ColumnElement[Any],
+    *,
+    adults: sa.ColumnElement[Any],
+    children: sa.ColumnElement[Any],
+    infants: sa.ColumnElement[Any],
+) -> sa.ColumnElement[Any]:
+    """``PartySize.price`` as a SQL expression, for a statement that learns the fare as it takes seats.
+
+    Integer arithmetic on both sides: PostgreSQL's ``/`` on integers truncates, which for the
+    non-negative fares and counts here is Python's ``//``. Tests hold the two to the same result.
+    """
+    child = (adult_fare * CHILD_FARE_PERCENT) // 100
+    infant = (adult_fare * INFANT_FARE_PERCENT) // 100
+    return adults * adult_fare + children * child + infants * infant
+
+
+def _p(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=column.type)
+
+
+def one_statement_hold(guard: sa.ColumnElement[bool] | None) -> sa.Select[Any]:
+    """A single-segment hold in one statement, built once per guard: take the seats (inventory's
+    ``take_ctes``), write the order, its segment and its two events, return what was taken.
+
+    Every write selects from ``klass JOIN cabin``, so nothing is written unless both the class and
+    the cabin had room. When the class had room and the cabin did not, the class's count already
+    moved: the returned row then calls ``skybook_refuse('sold_out')`` (migration 0008), which
+    raises ``StatementRefused`` and rolls the whole statement back. No row at all: nothing was taken, nothing written.
+
+    The order's total is ``PartySize.price`` written in SQL (``price_sql``); ``hold.created``'s
+    ``data`` arrives without its ``total``, which is added from the same expression. The statement
+    returns the total so the caller can check it against ``PartySize.price``.
+
+    Parameters: ``fid``, ``p_code``, ``n``, ``now`` (and the guard's) for the seats; ``order_id``,
+    ``tenant_id``, ``created_by``, ``adults``, ``children``, ``infants``, ``expires_at``,
+    ``created_at``; ``e1_*`` and ``e2_*`` for the two events' outbox columns.
+    """
+    cached = _one_statement_cache.get(id(guard))
+    if cached is not None and cached[0] is guard:
+        return cached[1]
+    klass, cabin = inventory.take_ctes(guard)
+    both = klass.join(cabin, cabin.c.taken_cabin_id == klass.c.cabin_id)
+    total = price_sql(
+        klass.c.fare_amount,
+        adults=_p("adults", orders.c.adults),
+        children=_p("children", orders.c.children),
+        infants=_p("infants", orders.c.infants),
+    ).label("total")
+    o = orders.c
+    write_order = (
+        sa.insert(orders)
+        .from_select(
+            list(_ORDER_COLUMNS),
+            sa.select(
+                _p("order_id", o.id),
+                sa.literal("held", o.status.type),
+                _p("tenant_id", o.tenant_id),
+                _p("created_by", o.created_by),
+                _p("adults", o.adults),
+                _p("children", o.children),
+                _p("infants", o.infants),
+                total,
+                klass.c.currency,
+                _p("expires_at", o.expires_at),
+                _p("created_at", o.created_at),
+            ).select_from(both),
+        )
+        .cte("write_order")
+    )
+    s = order_segments.c
+    write_segment = (
+        sa.insert(order_segments)
+        .from_select(
+            list(_SEGMENT_COLUMNS),
+            sa.select(
+                _p("order_id", s.order_id),
+                sa.literal(1, s.segment_no.type),
+                _p("fid", s.flight_id),
+                _p("p_code", s.booking_class),
+                klass.c.id,
+                cabin.c.cabin_code,
+                klass.c.cabin_id,
+                _p("n", s.seats),
+                klass.c.fare_amount,
+                klass.c.currency,
+            ).select_from(both),
+        )
+        .cte("write_segment")
+    )
+    ob = outbox.c
+    price = sa.func.jsonb_build_object(
+        "total", sa.func.jsonb_build_object("amount", total.element, "currency", klass.c.currency)
+    )
+
+    def event(prefix: str, data: sa.ColumnElement[Any]) -> sa.Select[Any]:
+        return sa.select(*(_p(f"{prefix}_{c}", ob[c]) for c in _OUTBOX_COLUMNS if c != "data"), data).select_from(both)
+
+    write_events = (
+        sa.insert(outbox)
+        .from_select(
+            list(_OUTBOX_COLUMNS),
+            sa.union_all(
+                event("e1", _p("e1_data", ob.data).op("||")(price)),
+                event("e2", _p("e2_data", ob.data)),
+            ),
+        )
+        .cte("write_events")
+    )
+    refuse = sa.case(
+        (cabin.c.cabin_code.is_(None), sa.func.skybook_refuse(sa.literal("sold_out", sa.Text))), else_=None
+    ).label("refused")
+    stmt = (
+        sa.select(klass, cabin.c.cabin_code, total, refuse)
+        .select_from(klass.outerjoin(cabin, cabin.c.taken_cabin_id == klass.c.cabin_id))
+        .add_cte(write_order, write_segment, write_events)
+    )
+    _one_statement_cache[id(guard)] = (guard, stmt)
+    return stmt

@@ -5,10 +5,13 @@ from skybook.inventory.repository import get_seat_map
 from skybook.inventory.seats import (
     SeatLine,
     TakenSeats,
+    explain_refusal,
     release_held,
     release_sold,
     sell_held,
+    take_ctes,
     take_seats,
+    taken_from_row,
 )
 from skybook.inventory.tables import airports, booking_classes, flight_cabins, flights
 
@@ -19,11 +22,14 @@ __all__ = [
     "TakenSeats",
     "airports",
     "booking_classes",
+    "explain_refusal",
     "flight_cabins",
     "flights",
     "get_seat_map",
     "release_held",
     "release_sold",
     "sell_held",
+    "take_ctes",
     "take_seats",
+    "taken_from_row",
 ]

@@ -116,8 +116,20 @@ _take_cabin = (
 _take_both_cache: dict[int, tuple[sa.ColumnElement[bool] | None, sa.Select[Any]]] = {}
 
 
-def _take_both(guard: sa.ColumnElement[bool] | None) -> sa.Select[Any]:
-    cached = _take_both_cache.get(id(guard))
+_take_ctes_cache: dict[int, tuple[sa.ColumnElement[bool] | None, tuple[sa.CTE, sa.CTE]]] = {}
+
+
+def take_ctes(guard: sa.ColumnElement[bool] | None) -> tuple[sa.CTE, sa.CTE]:
+    """The two seat-taking UPDATEs as data-modifying CTEs (``klass``, ``cabin``), built once per guard.
+
+    ``klass`` takes the seats in the booking class when it is open, has room, its flight is on sale
+    and ``guard`` holds, and returns the class, its fare and the flight's details; ``cabin`` takes
+    them in the class's cabin when the cabin has room (plus authorised overbooking) and returns
+    ``taken_cabin_id`` and ``cabin_code``. Parameters: ``fid``, ``p_code``, ``n``, ``now`` and the
+    guard's. A caller joining ``klass`` to ``cabin`` (inner) sees a row only when both took seats;
+    a ``klass`` row without a ``cabin`` row means the class's count moved and must be rolled back.
+    """
+    cached = _take_ctes_cache.get(id(guard))
     if cached is not None and cached[0] is guard:
         return cached[1]
     where = [*_class_has_room, *_flight_on_sale, *_flight_airports]
@@ -140,11 +152,43 @@ def _take_both(guard: sa.ColumnElement[bool] | None) -> sa.Select[Any]:
         .returning(cab.id.label("taken_cabin_id"), cab.cabin_code)
         .cte("cabin")
     )
+    _take_ctes_cache[id(guard)] = (guard, (klass, cabin))
+    return klass, cabin
+
+
+def _take_both(guard: sa.ColumnElement[bool] | None) -> sa.Select[Any]:
+    cached = _take_both_cache.get(id(guard))
+    if cached is not None and cached[0] is guard:
+        return cached[1]
+    klass, cabin = take_ctes(guard)
     stmt = sa.select(klass, cabin.c.cabin_code).select_from(
         klass.outerjoin(cabin, cabin.c.taken_cabin_id == klass.c.cabin_id)
     )
     _take_both_cache[id(guard)] = (guard, stmt)
     return stmt
+
+
+def taken_from_row(row: Mapping[str, Any], *, flight_id: uuid.UUID, booking_class: str, seats: int) -> TakenSeats:
+    """What a seat-taking statement that returned ``klass``'s columns and ``cabin_code`` took."""
+    return TakenSeats(
+        flight_id=flight_id,
+        booking_class=booking_class,
+        booking_class_id=row["id"],
+        cabin_id=row["cabin_id"],
+        cabin=row["cabin_code"],
+        fare_amount=row["fare_amount"],
+        currency=row["currency"],
+        seats=seats,
+        designator=f"{row['carrier']}{row['flight_number']}",
+        origin=row["origin"],
+        destination=row["destination"],
+        departure_at=row["departure_at"],
+        arrival_at=row["arrival_at"],
+        carrier=row["carrier"],
+        flight_number=row["flight_number"],
+        origin_zone=row["origin_zone"],
+        destination_zone=row["destination_zone"],
+    )
 
 
 async def take_seats(
@@ -174,7 +218,7 @@ async def take_seats(
     if uow.dialect_name == "postgresql":
         row = await uow.one(_take_both(guard), params)
         if row is None:
-            await _explain_refusal(uow, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
+            await explain_refusal(uow, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
             raise AssertionError("unreachable")  # pragma: no cover
         if row["cabin_code"] is None:
             # The class UPDATE took seats the cabin does not have: the caller's transaction rolls back.
@@ -182,13 +226,12 @@ async def take_seats(
                 f"the cabin of booking class {booking_class} has fewer than {seats} seats left",
                 flight_id=str(flight_id),
             )
-        cabin_code: str = row["cabin_code"]
-        flight: Mapping[str, Any] = row
+        return taken_from_row(row, flight_id=flight_id, booking_class=booking_class, seats=seats)
     else:
         take = _take_class if guard is None else _take_class_guarded(guard)
         row = await uow.one(take, params)
         if row is None:
-            await _explain_refusal(uow, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
+            await explain_refusal(uow, flight_id=flight_id, booking_class=booking_class, seats=seats, now=now)
             raise AssertionError("unreachable")  # pragma: no cover
         cabin = await uow.one(_take_cabin, {"cid": row["cabin_id"], "n": seats})
         if cabin is None:
@@ -196,11 +239,11 @@ async def take_seats(
                 f"the cabin of booking class {booking_class} has fewer than {seats} seats left",
                 flight_id=str(flight_id),
             )
-        cabin_code = cabin["cabin_code"]
+        cabin_code: str = cabin["cabin_code"]
         found = await uow.one(_select_flight, {"fid": flight_id})
         if found is None:  # pragma: no cover - the class UPDATE just found the flight
             raise NotFound(f"flight {flight_id} does not exist", flight_id=str(flight_id))
-        flight = found
+        flight: Mapping[str, Any] = found
     return TakenSeats(
         flight_id=flight_id,
         booking_class=booking_class,
@@ -228,9 +271,10 @@ _class_state = sa.select(bc.is_open).where(
 )
 
 
-async def _explain_refusal(
+async def explain_refusal(
     uow: UnitOfWork, *, flight_id: uuid.UUID, booking_class: str, seats: int, now: datetime
 ) -> None:
+    """Raise why a seat-taking statement took nothing: no such flight or class, not on sale, closed, sold out."""
     flight = await uow.one(_flight_state, {"fid": flight_id})
     if flight is None:
         raise NotFound(f"flight {flight_id} does not exist", flight_id=str(flight_id))

@@ -24,6 +24,18 @@ _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 Processor = Callable[[Any], Any] | None
 
 
+# SQLSTATE of skybook_refuse() (migration 0008): a one-statement write undid itself on purpose.
+REFUSED_SQLSTATE = "SB409"
+
+
+class StatementRefused(Exception):
+    """A statement called ``skybook_refuse(reason)``: it rolled back, and ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ConnectionLost(ConnectionError):
     """The database connection of a raw unit of work broke (server gone, backend terminated).
 

@@ -15,7 +15,7 @@ from skybook.platform.context import correlation_id
 from skybook.platform.errors import Busy
 from skybook.platform.events import Event
 from skybook.platform.outbox import outbox, outbox_rows
-from skybook.platform.pgraw import ConnectionLost, compile_raw
+from skybook.platform.pgraw import REFUSED_SQLSTATE, ConnectionLost, StatementRefused, compile_raw
 
 # PostgreSQL SQLSTATEs that mean "someone else holds what you need": lock_not_available,
 # deadlock_detected, serialization_failure. The caller gets a retryable 503, not a 500.
@@ -169,11 +169,33 @@ class UnitOfWork:
 
     def emit(self, *events: Event) -> None:
         """Queue events to be written to the outbox when (and only if) the transaction commits."""
-        cid = correlation_id.get()
-        for e in events:
-            if cid is not None and e.correlation_id is None:
-                object.__setattr__(e, "correlation_id", cid)
-            self._events.append(e)
+        self._events.extend(stamped(*events))
+
+    async def commit_statement(self, stmt: sa.ClauseElement, params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Run one statement that writes everything this unit of work writes, its events included,
+        and commit; its first row (or None). Raw units of work only.
+
+        Before any other statement it runs as its own transaction (PostgreSQL's implicit one): one
+        round trip instead of BEGIN, the statement and COMMIT - what the single-segment hold is.
+        A statement that fails leaves nothing behind; one that writes nothing commits nothing.
+        """
+        if not self._raw:
+            raise RuntimeError("commit_statement() needs a raw unit of work (PostgreSQL)")
+        if self._events:
+            raise RuntimeError("events queued with emit() would be lost: write them in the statement")
+        raw = compile_raw(stmt)
+        try:
+            row: Mapping[str, Any] | None = await self._pg.fetchrow(raw.sql, *raw.args(params))
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) == REFUSED_SQLSTATE:
+                raise StatementRefused(str(getattr(exc, "message", exc))) from exc
+            raise
+        if self._pg_tx is not None:
+            await self._pg_tx.commit()
+        self._committed = True
+        if self._after_commit is not None:
+            self._after_commit()
+        return row
 
     async def commit(self, *, inserts: Sequence[tuple[sa.Table, Rows]] = ()) -> None:
         """Write ``inserts`` (rows per table, every row of a table with the same keys, in that order)
@@ -245,6 +267,16 @@ class UnitOfWork:
             self._lost = True
             await conn.invalidate()
         await conn.close()
+
+
+def stamped(*events: Event) -> tuple[Event, ...]:
+    """``events`` with the request's correlation id where they have none (the id follows the request)."""
+    cid = correlation_id.get()
+    if cid is not None:
+        for e in events:
+            if e.correlation_id is None:
+                object.__setattr__(e, "correlation_id", cid)
+    return events
 
 
 def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
