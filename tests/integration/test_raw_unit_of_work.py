@@ -7,6 +7,7 @@ SQLAlchemy would have written (JSON, UTC timestamps).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -212,3 +213,31 @@ async def test_a_one_segment_hold_prices_the_party_as_the_fare_rules_do_in_its_o
         "segments": [{"flight_id": flight["id"], "booking_class": "Y"}],
         "total": {"amount": expected, "currency": "EUR"},
     }
+
+
+async def test_a_hold_cancelled_while_its_statement_waits_leaves_no_connection_behind_in_that_state(
+    network: Network, one_connection: Container, container: Container
+) -> None:
+    # The statement waits on a lock the test holds; the request is cancelled meanwhile (a client
+    # that went away, a shutdown). Its connection must not be lent again mid-statement: the next
+    # hold on the single-connection pool must commit, and be seen committed from elsewhere.
+    flight = await network.flight()
+    fid = uuid.UUID(flight["id"])
+    hold = HoldSeats((SegmentChoice(fid, "M"),), PartySize(adults=1))
+    async with container.engine.connect() as locker:
+        await locker.execute(
+            sa.select(booking_classes.c.id)
+            .where(booking_classes.c.flight_id == fid, booking_classes.c.code == "M")
+            .with_for_update()
+        )
+        waiting = asyncio.create_task(handlers.hold_seats(hold, one_connection))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await locker.rollback()
+
+    held = await handlers.hold_seats(hold, one_connection)
+    async with container.engine.connect() as conn:
+        committed = await conn.scalar(sa.select(sa.func.count()).select_from(orders).where(orders.c.id == held.id))
+    assert committed == 1

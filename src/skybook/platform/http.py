@@ -311,9 +311,30 @@ def _raised_by_database_driver(exc: BaseException) -> bool:
     return False
 
 
+# lock_not_available (lock_timeout), deadlock_detected, serialization_failure: someone else held
+# what the request needed. Units of work raise Busy for these themselves; this catches the same
+# errors raised outside one (the idempotency-key middleware's own short transactions).
+_BUSY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+
+
+def database_busy(exc: BaseException) -> bool:
+    """Whether an error means a lock or serialization conflict that a retry can get past."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if getattr(cur, "sqlstate", None) in _BUSY_SQLSTATES or getattr(cur, "pgcode", None) in _BUSY_SQLSTATES:
+            return True
+        cur = cur.__cause__ or getattr(cur, "orig", None)
+    return False
+
+
 async def _database_error(request: Request, exc: Exception) -> Response:
     # The database down, restarting or out of connections is an outage of a dependency: a 503
     # the client may retry (and a readiness probe may act on), not a 500 that blames the request.
+    if database_busy(exc):
+        log.warning("database busy: %s", exc)
+        return await _domain_error(request, Busy("what this request needs is busy; retry the request"))
     if not database_unavailable(exc):
         return await _unexpected(request, exc)
     log.warning("database unavailable: %s", exc)
@@ -331,7 +352,7 @@ async def _database_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    if database_unavailable(exc):  # raised in a middleware (idempotency keys, authentication)
+    if database_unavailable(exc) or database_busy(exc):  # raised in a middleware (idempotency keys, ...)
         return await _database_error(request, exc)
     log.exception("unhandled error", exc_info=exc)
     return problem_response(

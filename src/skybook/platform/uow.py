@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from skybook.platform.context import correlation_id
-from skybook.platform.errors import Busy
+from skybook.platform.errors import Busy, DomainError
 from skybook.platform.events import Event
 from skybook.platform.outbox import outbox, outbox_rows
 from skybook.platform.pgraw import REFUSED_SQLSTATE, ConnectionLost, StatementRefused, compile_raw
@@ -183,6 +183,10 @@ class UnitOfWork:
             raise RuntimeError("commit_statement() needs a raw unit of work (PostgreSQL)")
         if self._events:
             raise RuntimeError("events queued with emit() would be lost: write them in the statement")
+        if self._pg_tx is None and self._pg.is_in_transaction():
+            # Never run "its own transaction" inside someone else's: it would never commit.
+            self._lost = True
+            raise ConnectionLost("the pooled connection is inside a transaction it should not be in")
         raw = compile_raw(stmt)
         try:
             row: Mapping[str, Any] | None = await self._pg.fetchrow(raw.sql, *raw.args(params))
@@ -255,16 +259,30 @@ class UnitOfWork:
                 raise ConnectionLost("the database connection was lost during the transaction") from exc
 
     async def _close_raw(self, conn: AsyncConnection, exc: BaseException | None) -> None:
+        """Give the connection back only when it is certainly idle and outside any transaction.
+
+        SQLAlchemy's reset-on-return knows nothing of a transaction started through asyncpg. A
+        connection returned mid-statement (the request was cancelled while asyncpg waited) or
+        inside a transaction would be lent to the next request in that state: asyncpg would turn
+        that request's BEGIN into a SAVEPOINT of the stale transaction, and its "committed" writes
+        and their row locks would stay open. So anything but a clean exit closes the connection.
+        """
         import asyncpg  # type: ignore[import-untyped]
 
-        try:
-            if self._pg_tx is not None and not self._committed and not self._pg.is_closed():
+        # A domain refusal or an error the server reported leaves the connection idle; a cancelled
+        # or otherwise interrupted call may not.
+        clean = exc is None or isinstance(exc, DomainError | asyncpg.PostgresError)
+        clean = clean and not isinstance(exc, asyncpg.PostgresConnectionError)
+        if clean and self._pg_tx is not None and not self._committed:
+            try:
                 await self._pg_tx.rollback()
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
-            exc = exc or ConnectionError("rollback failed")
-        if isinstance(exc, OSError | asyncpg.PostgresConnectionError) or self._pg.is_closed():
+            except (Exception, asyncio.CancelledError):  # any failure: do not reuse the connection
+                clean = False
+        if not clean or self._pg.is_closed() or self._pg.is_in_transaction():
             # The pool must not lend this connection again: SQLAlchemy did not see it fail.
-            self._lost = True
+            broke = (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError)
+            if isinstance(exc, broke) or self._pg.is_closed():
+                self._lost = True  # answered 503 database_unavailable; otherwise the error stands
             await conn.invalidate()
         await conn.close()
 
