@@ -27,6 +27,7 @@ from skybook.booking.commands import (
     HoldSeats,
     PayOrder,
     ReleaseHold,
+    SegmentChoice,
 )
 from skybook.booking.model import (
     OrderStatus,
@@ -184,19 +185,10 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
             }
             for i, t in enumerate(itinerary, start=1)
         ]
+        created = _hold_created(order_id, actor, expires_at, seats, itinerary)
+        created.data["total"] = {"amount": total, "currency": itinerary[0].currency}
         uow.emit(
-            Event(
-                type="hold.created",
-                aggregate_id=str(order_id),
-                tenant_id=str(actor.tenant_id) if actor else None,
-                data={
-                    "order_id": str(order_id),
-                    "expires_at": expires_at.isoformat(),
-                    "seats": seats,
-                    "segments": [{"flight_id": str(t.flight_id), "booking_class": t.booking_class} for t in itinerary],
-                    "total": {"amount": total, "currency": itinerary[0].currency},
-                },
-            ),
+            created,
             _inventory_changed(list(taken), "hold", order_id),
         )
         # The order, its segments and its events in one statement on PostgreSQL (one round trip).
@@ -209,6 +201,27 @@ async def hold_seats(cmd: HoldSeats, deps: BookingDeps) -> HeldOrder:
         expires_at=expires_at,
         created_at=now,
         segments=tuple(itinerary),
+    )
+
+
+def _hold_created(
+    order_id: uuid.UUID,
+    actor: Principal | None,
+    expires_at: datetime,
+    seats: int,
+    segments: Sequence[SegmentChoice | inventory.TakenSeats],
+) -> Event:
+    """``hold.created`` without its ``total`` (each path adds the total it priced)."""
+    return Event(
+        type="hold.created",
+        aggregate_id=str(order_id),
+        tenant_id=str(actor.tenant_id) if actor else None,
+        data={
+            "order_id": str(order_id),
+            "expires_at": expires_at.isoformat(),
+            "seats": seats,
+            "segments": [{"flight_id": str(s.flight_id), "booking_class": s.booking_class} for s in segments],
+        },
     )
 
 
@@ -233,17 +246,7 @@ async def _hold_in_one_statement(
     party = cmd.party
     expires_at = now + deps.hold_ttl
     # hold.created's data as the general path writes it; the statement adds the total it prices.
-    hold_created = Event(
-        type="hold.created",
-        aggregate_id=str(order_id),
-        tenant_id=str(actor.tenant_id) if actor else None,
-        data={
-            "order_id": str(order_id),
-            "expires_at": expires_at.isoformat(),
-            "seats": party.seats,
-            "segments": [{"flight_id": str(seg.flight_id), "booking_class": seg.booking_class}],
-        },
-    )
+    hold_created = _hold_created(order_id, actor, expires_at, party.seats, cmd.segments)
     events = stamped(hold_created, _inventory_changed([seg.flight_id], "hold", order_id))
     params: dict[str, Any] = {
         "fid": seg.flight_id,

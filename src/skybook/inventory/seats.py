@@ -243,26 +243,9 @@ async def take_seats(
         found = await uow.one(_select_flight, {"fid": flight_id})
         if found is None:  # pragma: no cover - the class UPDATE just found the flight
             raise NotFound(f"flight {flight_id} does not exist", flight_id=str(flight_id))
-        flight: Mapping[str, Any] = found
-    return TakenSeats(
-        flight_id=flight_id,
-        booking_class=booking_class,
-        booking_class_id=row["id"],
-        cabin_id=row["cabin_id"],
-        cabin=cabin_code,
-        fare_amount=row["fare_amount"],
-        currency=row["currency"],
-        seats=seats,
-        designator=f"{flight['carrier']}{flight['flight_number']}",
-        origin=flight["origin"],
-        destination=flight["destination"],
-        departure_at=flight["departure_at"],
-        arrival_at=flight["arrival_at"],
-        carrier=flight["carrier"],
-        flight_number=flight["flight_number"],
-        origin_zone=flight["origin_zone"],
-        destination_zone=flight["destination_zone"],
-    )
+        # The class row, the cabin's code and the flight's details, as PostgreSQL's one statement returns them.
+        merged = {**found, **row, "cabin_code": cabin_code}
+    return taken_from_row(merged, flight_id=flight_id, booking_class=booking_class, seats=seats)
 
 
 _flight_state = sa.select(fl.status, fl.departure_at).where(fl.id == sa.bindparam("fid", type_=fl.id.type))
