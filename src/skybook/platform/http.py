@@ -24,6 +24,7 @@ from skybook.platform.errors import Busy, DomainError
 from skybook.platform.pgraw import ConnectionLost
 from skybook.platform.problems import PROBLEM_JSON, problem, replay_body, send_problem
 from skybook.platform.schemas import MAX_PAGE_SIZE, Output, PageInfo
+from skybook.platform.uow import BUSY_SQLSTATES
 
 log = logging.getLogger("skybook.http")
 
@@ -311,10 +312,8 @@ def _raised_by_database_driver(exc: BaseException) -> bool:
     return False
 
 
-# lock_not_available (lock_timeout), deadlock_detected, serialization_failure: someone else held
-# what the request needed. Units of work raise Busy for these themselves; this catches the same
-# errors raised outside one (the idempotency-key middleware's own short transactions).
-_BUSY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+# Units of work raise Busy for BUSY_SQLSTATES themselves; this catches the same errors raised
+# outside one (the idempotency-key middleware's own short transactions).
 
 
 def database_busy(exc: BaseException) -> bool:
@@ -323,7 +322,7 @@ def database_busy(exc: BaseException) -> bool:
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if getattr(cur, "sqlstate", None) in _BUSY_SQLSTATES or getattr(cur, "pgcode", None) in _BUSY_SQLSTATES:
+        if getattr(cur, "sqlstate", None) in BUSY_SQLSTATES or getattr(cur, "pgcode", None) in BUSY_SQLSTATES:
             return True
         cur = cur.__cause__ or getattr(cur, "orig", None)
     return False

@@ -19,7 +19,7 @@ from skybook.platform.pgraw import REFUSED_SQLSTATE, ConnectionLost, StatementRe
 
 # PostgreSQL SQLSTATEs that mean "someone else holds what you need": lock_not_available,
 # deadlock_detected, serialization_failure. The caller gets a retryable 503, not a 500.
-_BUSY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+BUSY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
 _INSERT_OUTBOX = sa.insert(outbox)
 _PG_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
@@ -250,10 +250,10 @@ class UnitOfWork:
         finally:
             if self._write_lock is not None:
                 self._write_lock.release()
-        if isinstance(exc, sa.exc.DBAPIError) and _sqlstate(exc) in _BUSY_SQLSTATES:
+        if isinstance(exc, sa.exc.DBAPIError) and _sqlstate(exc) in BUSY_SQLSTATES:
             raise Busy("the inventory is busy; retry the request") from exc
         if self._raw and exc is not None:
-            if getattr(exc, "sqlstate", None) in _BUSY_SQLSTATES:
+            if getattr(exc, "sqlstate", None) in BUSY_SQLSTATES:
                 raise Busy("the inventory is busy; retry the request") from exc
             if self._lost:
                 raise ConnectionLost("the database connection was lost during the transaction") from exc
