@@ -312,12 +312,12 @@ def _raised_by_database_driver(exc: BaseException) -> bool:
     return False
 
 
-# Units of work raise Busy for BUSY_SQLSTATES themselves; this catches the same errors raised
-# outside one (the idempotency-key middleware's own short transactions).
-
-
 def database_busy(exc: BaseException) -> bool:
-    """Whether an error means a lock or serialization conflict that a retry can get past."""
+    """Whether an error means a lock or serialization conflict that a retry can get past.
+
+    Units of work raise ``Busy`` for these themselves; this catches the same errors raised outside
+    one (the idempotency-key middleware's own short transactions).
+    """
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
