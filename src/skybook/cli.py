@@ -159,6 +159,7 @@ def worker() -> None:
         WorkerOptions(
             prefetch=settings.worker_prefetch,
             max_attempts=settings.worker_max_attempts,
+            max_busy_retries=settings.worker_max_busy_retries,
             retry_base_delay=settings.worker_retry_base_delay_seconds,
             kafka_fetch_wait_max_ms=settings.kafka_fetch_wait_max_ms,
         ),

@@ -192,6 +192,15 @@ class Settings(BaseSettings):
     worker_max_attempts: int = Field(
         5, ge=1, le=100, description="Attempts at one message before it goes to the dead-letter queue."
     )
+    worker_max_busy_retries: int = Field(
+        100,
+        ge=0,
+        le=100_000,
+        description=(
+            "Retries of a message whose failure was the database's state (a lock held past the lock"
+            " timeout, the database restarting): they do not count towards worker_max_attempts."
+        ),
+    )
     worker_retry_base_delay_seconds: float = Field(
         1.0, gt=0, description="Delay before the first retry of a failed message; doubles with each attempt."
     )

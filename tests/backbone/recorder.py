@@ -2,7 +2,9 @@
 
 Each records its effect as a row in ``backbone_effects`` inside the consumer's transaction, with
 no unique constraint, so a second effect of one event would show as a second row. An event with
-``data.poison`` fails until its id is listed in ``backbone_cured``; ``data.sleep`` slows it down.
+``data.poison`` fails until its id is listed in ``backbone_cured``; ``data.sleep`` slows it down;
+``data.locked`` first takes the row lock on ``backbone_gate``, so a test holding that lock makes
+the consumer fail with ``Busy`` (lock timeout) until it lets go.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ DDL = (
     "CREATE TABLE IF NOT EXISTS backbone_effects (id bigserial PRIMARY KEY, consumer text NOT NULL, "
     "event_id text NOT NULL, aggregate_id text NOT NULL, seq integer NOT NULL)",
     "CREATE TABLE IF NOT EXISTS backbone_cured (event_id text PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS backbone_gate (id integer PRIMARY KEY)",
+    "INSERT INTO backbone_gate VALUES (1) ON CONFLICT DO NOTHING",
 )
 
 
@@ -34,6 +38,8 @@ async def record(consumer: str, event: Event, uow: UnitOfWork) -> None:
         )
         if not cured:
             raise RuntimeError(f"poison message {event.id}")
+    if event.data.get("locked"):
+        await uow.conn.execute(sa.text("SELECT id FROM backbone_gate WHERE id = 1 FOR UPDATE"))
     if event.data.get("sleep"):
         await asyncio.sleep(float(event.data["sleep"]))
     await uow.conn.execute(

@@ -133,6 +133,41 @@ async def test_kafka_outage_does_not_stop_rabbitmq_and_the_stream_catches_up_in_
     assert_exactly_once(await effects(engine, T), first + second)
 
 
+async def test_a_lock_held_longer_than_every_attempt_delays_the_event_but_never_dead_letters_it(
+    engine: AsyncEngine, processes: Processes
+) -> None:
+    # Lock contention is the database's state, not the event's fault: failures with "busy" do not
+    # use up SKYBOOK_WORKER_MAX_ATTEMPTS (3 here). Before, the ticketing consumer dead-lettered a
+    # payment this way and left a paid order without tickets.
+    processes.start("relay")
+    worker = processes.start("worker", database_lock_timeout_ms=200)
+    async with engine.connect() as holder:  # its transaction begins with the first statement
+        await holder.execute(sa.text("SELECT id FROM backbone_gate WHERE id = 1 FOR UPDATE"))
+        [blocked] = await write_events(engine, [("agg-gate", {"seq": 0, "locked": True})])
+        others = await write_events(engine, round_robin(10, aggregates=2, start=1))
+
+        # Hold the lock until both consumers have failed on it more often than they may attempt.
+        log = processes.logs / f"worker-{processes.running.index(worker)}.log"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            failed = {c: log.read_text().count(f"consumer {c} failed on event {blocked.id}") for c in (T, S)}
+            if min(failed.values()) > 3:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail(f"the consumers did not retry past their attempts: {failed}\n{processes.output()}")
+        # The tasks queue keeps flowing meanwhile (the message waits in a retry queue).
+        assert {r.event_id for r in await effects(engine, T)} >= {str(e.id) for e in others}
+        await holder.rollback()
+
+    await wait_for(engine, processes, {T: 11, S: 11})
+    await asyncio.sleep(1)
+    assert_exactly_once(await effects(engine, T), [blocked, *others])
+    assert_exactly_once(await effects(engine, S), [blocked, *others])
+    listed = processes.run("dlq list")
+    assert (listed.returncode, listed.stdout.strip()) == (0, ""), processes.output()
+
+
 async def test_poison_message_is_dead_lettered_without_blocking_others_and_replays(
     engine: AsyncEngine, processes: Processes
 ) -> None:

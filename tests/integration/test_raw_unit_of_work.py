@@ -23,8 +23,8 @@ from skybook.booking.model import PartySize
 from skybook.booking.tables import orders
 from skybook.bootstrap import Container, bootstrap
 from skybook.inventory.tables import booking_classes, flight_cabins
+from skybook.platform.dberrors import database_unavailable
 from skybook.platform.errors import Busy
-from skybook.platform.http import database_unavailable
 from skybook.platform.outbox import outbox
 from skybook.platform.pgraw import compile_raw
 from tests.conftest import Database, Network

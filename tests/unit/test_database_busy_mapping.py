@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 from starlette.requests import Request
 
-from skybook.platform.http import _unexpected, database_busy
+from skybook.platform.dberrors import database_busy
+from skybook.platform.http import _unexpected
 
 
 class _DriverError(Exception):

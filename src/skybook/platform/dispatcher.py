@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import structlog
 
 from skybook.platform.clock import Clock
+from skybook.platform.dberrors import retry_can_help
 from skybook.platform.events import Event
 from skybook.platform.logs import handling_event
 from skybook.platform.outbox import claim_inbox, claim_inbox_many, event_from_row, outbox
@@ -167,6 +168,9 @@ class InProcessDispatcher:
             )
         events = {row.position: event_from_row(row) for row in rows}
         errors: dict[int, str] = {}
+        # Failures that may be the event's own use up one of its attempts; failures that were the
+        # database's state (busy, away) are retried without using one (see retry_can_help).
+        counted: set[int] = set()
         # One transaction per consumer for the whole batch (the inbox claims it in one statement):
         # a transaction per event and consumer cost several times the hold that raised the event.
         for consumer in self.consumers:
@@ -184,6 +188,8 @@ class InProcessDispatcher:
                     except Exception as exc:
                         log.exception("consumer %s failed on event %s", consumer.name, event.id)
                         errors[pos] = f"{consumer.name}: {type(exc).__name__}: {exc}"[:2000]
+                        if not retry_can_help(exc):
+                            counted.add(pos)
         delivered = [pos for pos in events if pos not in errors]
         async with self._uow() as uow:
             if delivered:
@@ -193,8 +199,9 @@ class InProcessDispatcher:
                     .values(dispatched_at=self._clock.now())
                 )
             for pos, error in errors.items():
+                used = int(pos in counted)
                 await uow.conn.execute(
-                    sa.update(outbox).where(o.position == pos).values(attempts=o.attempts + 1, last_error=error)
+                    sa.update(outbox).where(o.position == pos).values(attempts=o.attempts + used, last_error=error)
                 )
             await uow.commit()
         return len(rows)

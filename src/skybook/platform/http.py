@@ -8,7 +8,6 @@ import re
 import uuid
 from typing import Annotated, Any
 
-import asyncpg  # type: ignore[import-untyped]
 import orjson
 import sqlalchemy as sa
 from fastapi import FastAPI, Query, Request, params
@@ -20,11 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skybook.platform.context import correlation_id
+from skybook.platform.dberrors import database_busy, database_unavailable
 from skybook.platform.errors import Busy, DomainError
-from skybook.platform.pgraw import ConnectionLost
 from skybook.platform.problems import PROBLEM_JSON, problem, replay_body, send_problem
 from skybook.platform.schemas import MAX_PAGE_SIZE, Output, PageInfo
-from skybook.platform.uow import BUSY_SQLSTATES
 
 log = logging.getLogger("skybook.http")
 
@@ -258,74 +256,6 @@ async def _pool_exhausted(request: Request, exc: Exception) -> Response:
     # bottleneck right now. A retryable 503, like a lock wait that timed out, not a 500.
     log.warning("no database connection free within the pool timeout: %s", exc)
     return await _domain_error(request, Busy("the service is busy; retry the request"))
-
-
-# SQLSTATE classes and codes that mean "the database cannot serve us now", not "our query is wrong":
-# connection exceptions (08), insufficient resources such as too_many_connections (53), operator
-# intervention such as admin_shutdown or cannot_connect_now (57P), an unknown database (3D000).
-_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P", "3D000")
-
-
-_RAW_CONNECTION_ERRORS = (
-    ConnectionLost,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.PostgresConnectionError,
-)
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """Whether an error means the database is unreachable or refusing connections."""
-    if isinstance(exc, _RAW_CONNECTION_ERRORS):
-        return True  # the raw write paths (skybook.platform.pgraw) meet asyncpg's errors unwrapped
-    if isinstance(exc, OSError | TimeoutError) and not isinstance(exc, sa.exc.DBAPIError):
-        # asyncpg raises a refused or timed-out connect as it is, unwrapped by SQLAlchemy.
-        return _raised_by_database_driver(exc)
-    state = getattr(exc, "sqlstate", None)
-    if isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
-        return True
-    if not isinstance(exc, sa.exc.DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:  # the driver's error is a few causes down
-        seen.add(id(cur))
-        if isinstance(cur, OSError | TimeoutError):
-            return True
-        state = getattr(cur, "sqlstate", None) or getattr(cur, "pgcode", None)
-        if isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES):
-            return True
-        cur = cur.__cause__ or getattr(cur, "orig", None)
-    return False
-
-
-_DRIVER_MODULES = ("asyncpg.", "sqlalchemy.pool", "sqlalchemy.engine", "aiosqlite")
-
-
-def _raised_by_database_driver(exc: BaseException) -> bool:
-    tb = exc.__traceback__
-    while tb is not None:
-        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(_DRIVER_MODULES):
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def database_busy(exc: BaseException) -> bool:
-    """Whether an error means a lock or serialization conflict that a retry can get past.
-
-    Units of work raise ``Busy`` for these themselves; this catches the same errors raised outside
-    one (the idempotency-key middleware's own short transactions).
-    """
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if getattr(cur, "sqlstate", None) in BUSY_SQLSTATES or getattr(cur, "pgcode", None) in BUSY_SQLSTATES:
-            return True
-        cur = cur.__cause__ or getattr(cur, "orig", None)
-    return False
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:

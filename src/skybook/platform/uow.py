@@ -12,14 +12,12 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from skybook.platform.context import correlation_id
+from skybook.platform.dberrors import BUSY_SQLSTATES
 from skybook.platform.errors import Busy, DomainError
 from skybook.platform.events import Event
 from skybook.platform.outbox import outbox, outbox_rows
 from skybook.platform.pgraw import REFUSED_SQLSTATE, ConnectionLost, StatementRefused, compile_raw
 
-# PostgreSQL SQLSTATEs that mean "someone else holds what you need": lock_not_available,
-# deadlock_detected, serialization_failure. The caller gets a retryable 503, not a 500.
-BUSY_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
 _INSERT_OUTBOX = sa.insert(outbox)
 _PG_PREPARER = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 

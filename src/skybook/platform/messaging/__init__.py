@@ -22,6 +22,8 @@ from skybook.platform.dispatcher import Consumer
 from skybook.platform.events import EVENT_CONTEXTS, Event
 
 ATTEMPTS_HEADER = "x-skybook-attempts"
+# Retries after errors that say nothing about the event (busy, database away); see WorkerOptions.
+BUSY_RETRIES_HEADER = "x-skybook-busy-retries"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from aiormq.channel import Channel as RawChannel
 
 from skybook.platform.dispatcher import Consumer
 from skybook.platform.events import Event
-from skybook.platform.messaging import ATTEMPTS_HEADER, Names, encode
+from skybook.platform.messaging import ATTEMPTS_HEADER, BUSY_RETRIES_HEADER, Names, encode
 
 log = logging.getLogger("skybook.rabbitmq")
 
@@ -42,15 +42,15 @@ async def declare_topology(channel: AbstractChannel, names: Names, consumers: It
     return exchange
 
 
-def message(event: Event, *, attempts: int = 0) -> aio_pika.Message:
-    """A persistent message carrying one event."""
+def message(event: Event, *, attempts: int = 0, busy_retries: int = 0) -> aio_pika.Message:
+    """A persistent message carrying one event, with the retries made at it so far."""
     return aio_pika.Message(
         encode(event),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=str(event.id),
         type=event.type,
-        headers={ATTEMPTS_HEADER: attempts},
+        headers={ATTEMPTS_HEADER: attempts, BUSY_RETRIES_HEADER: busy_retries},
     )
 
 

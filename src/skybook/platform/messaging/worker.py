@@ -11,6 +11,11 @@ per attempt whose TTL is the delay and which dead-letters back into the consumer
 queue keeps flowing meanwhile. A Kafka partition is an ordered log, so a stream consumer retries
 in place (holding back only that partition). After ``max_attempts`` the message is recorded in
 the ``dead_letters`` table with its error (``skybook dlq list|replay``).
+
+A failure that says nothing about the event (a lock another transaction held past the lock
+timeout, the database restarting or out of connections: ``retry_can_help``) does not count
+towards ``max_attempts``: it is retried with the same growing delay, up to ``max_busy_retries``
+times, so a minute of lock contention cannot send a good event to the dead letters.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from skybook.platform.clock import Clock
+from skybook.platform.dberrors import retry_can_help
 from skybook.platform.dispatcher import Consumer, handle_claimed
 from skybook.platform.events import Event
 from skybook.platform.logs import handling_event
-from skybook.platform.messaging import ATTEMPTS_HEADER, Names, decode
+from skybook.platform.messaging import ATTEMPTS_HEADER, BUSY_RETRIES_HEADER, Names, decode
 from skybook.platform.messaging.metrics import WORKER_BATCH, WORKER_HANDLED
 from skybook.platform.outbox import claim_inbox, dead_letters
 from skybook.platform.uow import UnitOfWork
@@ -45,6 +51,8 @@ _MAX_RECONNECT_BACKOFF_S = 2.0
 class WorkerOptions:
     prefetch: int = 64
     max_attempts: int = 5
+    max_busy_retries: int = 100
+    """Retries after failures that ``retry_can_help`` (they do not count towards ``max_attempts``)."""
     retry_base_delay: float = 1.0
     kafka_fetch_wait_max_ms: int = 100
     batch_wait: float = 0.001
@@ -53,6 +61,28 @@ class WorkerOptions:
     def delay(self, attempt: int) -> float:
         """Wait before attempt ``attempt + 1`` (after ``attempt`` failures): base, 2*base, 4*base, ..."""
         return float(self.retry_base_delay * 2 ** (attempt - 1))
+
+    def after_failure(self, failures: int, busy: int, error: BaseException) -> tuple[int, int] | None:
+        """Counts after one more failure: (failures, busy retries), or None when it is time to give up.
+
+        ``failures`` counts the errors that may be the event's own; ``busy`` those that
+        ``retry_can_help``.
+        """
+        if retry_can_help(error):
+            busy += 1
+            return (failures, busy) if busy <= self.max_busy_retries else None
+        failures += 1
+        return (failures, busy) if failures < self.max_attempts else None
+
+    @property
+    def retry_steps(self) -> int:
+        """How many delays there are (a RabbitMQ retry queue each): one per retry ``max_attempts``
+        allows, and at least one, which retries after failures that do not count wait in."""
+        return max(1, self.max_attempts - 1)
+
+    def retry_step(self, failures: int, busy: int) -> int:
+        """Which delay the next retry waits (1 = base, 2 = 2*base, ...), capped at the longest."""
+        return max(1, min(failures + busy, self.retry_steps))
 
 
 class Handling:
@@ -225,7 +255,7 @@ class Worker:
             await channel.set_qos(prefetch_count=opts.prefetch)
             await declare_topology(channel, self._names, self._consumers)
             await channel.declare_queue(self._names.queue(name), durable=True)
-            for attempt in range(1, opts.max_attempts):
+            for attempt in range(1, opts.retry_steps + 1):
                 await channel.declare_queue(
                     self._names.retry_queue(name, attempt),
                     durable=True,
@@ -284,13 +314,15 @@ class Worker:
                     if error is None:
                         await raw.basic_ack(_tag(msg))
                         continue
-                    attempts = _attempts(msg.header.properties.headers) + 1
-                    if attempts >= opts.max_attempts:
-                        await handling.dead_letter(event, error, attempts)
+                    headers = msg.header.properties.headers
+                    failures, busy = _count(headers, ATTEMPTS_HEADER), _count(headers, BUSY_RETRIES_HEADER)
+                    counts = opts.after_failure(failures, busy, error)
+                    if counts is None:
+                        await handling.dead_letter(event, error, failures + busy + 1)
                     else:
                         await channel.default_exchange.publish(
-                            message(event, attempts=attempts),
-                            routing_key=self._names.retry_queue(name, attempts),
+                            message(event, attempts=counts[0], busy_retries=counts[1]),
+                            routing_key=self._names.retry_queue(name, opts.retry_step(*counts)),
                             mandatory=True,
                         )
                         WORKER_HANDLED.labels(name, "retried").inc()
@@ -355,20 +387,20 @@ class Worker:
             log.info("batch of %d failed for %s; handling in order", len(events), handling.consumer.name)
         # A partition is an ordered log: each event is retried in place before the next one is
         # looked at, so a later event of the same aggregate never overtakes a failing one.
+        opts = self._options
         for event in events:
-            attempts = 1
-            error = await handling.attempt(event)
-            while error is not None:
-                if attempts >= self._options.max_attempts:
-                    await handling.dead_letter(event, error, attempts)
+            failures = busy = 0
+            while (error := await handling.attempt(event)) is not None:
+                counts = opts.after_failure(failures, busy, error)
+                if counts is None:
+                    await handling.dead_letter(event, error, failures + busy + 1)
                     break
+                failures, busy = counts
                 WORKER_HANDLED.labels(handling.consumer.name, "retried").inc()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=self._options.delay(attempts))
+                    await asyncio.wait_for(self._stop.wait(), timeout=opts.delay(opts.retry_step(failures, busy)))
                 if self._stop.is_set():
                     raise _Stopping  # leave it uncommitted: the next worker retries
-                attempts += 1
-                error = await handling.attempt(event)
 
 
 def _tag(msg: Any) -> int:
@@ -376,10 +408,10 @@ def _tag(msg: Any) -> int:
     return tag
 
 
-def _attempts(headers: object) -> int:
-    """Attempts already made at a message, from its header (0 when absent or garbled)."""
-    value = headers.get(ATTEMPTS_HEADER, 0) if isinstance(headers, dict) else 0
-    return value if isinstance(value, int) else 0
+def _count(headers: object, name: str) -> int:
+    """A retry count carried in a message header (0 when absent or garbled)."""
+    value = headers.get(name, 0) if isinstance(headers, dict) else 0
+    return value if isinstance(value, int) and value >= 0 else 0
 
 
 def _take(client: Any, most: int) -> list[Any]:
