@@ -18,8 +18,11 @@ that app from its own event loop, so it must not share pooled connections with t
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -32,6 +35,7 @@ from skybook.app import create_app
 from skybook.bootstrap import Container, bootstrap
 from skybook.payments import SandboxPaymentProvider
 from skybook.platform.clock import FakeClock
+from skybook.platform.migrate import upgrade
 from tests.conftest import PASSWORD, Database, Identities, Network
 from tests.security.conftest import Clients
 from tests.security.openapi import document_app, operations
@@ -79,10 +83,32 @@ DEFAULT_CALLER = "a_admin"
 schema = schemathesis.openapi.from_asgi("/openapi.json", document_app(), config=SchemathesisConfig.from_str(CONFIG))
 
 
+@pytest.fixture(scope="module")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fuzz") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
 @pytest.fixture
-def database(sqlite_database: Database) -> Database:
-    """SQLite only: the fuzzing is about the HTTP contract, which does not depend on the backend."""
-    return sqlite_database
+def database(migrated_template: Path, tmp_path: Path) -> Database:
+    """SQLite only (the fuzzing is about the HTTP contract, which does not depend on the backend),
+    and a database file of each test's own, copied from one migrated template.
+
+    The fuzzed app runs on Schemathesis's own event-loop thread, with its lifespan (dispatcher,
+    periodic jobs, webhook sender), and is shut down from there. On a loaded machine the cleanup of
+    the shared session database twice met "database is locked" right after a fuzzed
+    operation (in CI and in a local run), with no transaction of this process open by the time it
+    failed; the holder was not found. With a file of its own, nothing a fuzzed app leaves behind
+    can reach another test.
+    """
+    path = tmp_path / "fuzz.db"
+    with (
+        contextlib.closing(sqlite3.connect(migrated_template)) as source,
+        contextlib.closing(sqlite3.connect(path)) as target,
+    ):
+        source.backup(target)  # a consistent copy, whatever is still in the template's WAL
+    return Database("sqlite", f"sqlite+aiosqlite:///{path}")
 
 
 @dataclass
