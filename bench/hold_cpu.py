@@ -78,9 +78,10 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     import asyncpg
     import sqlalchemy as sa
 
-    from skybook.app import create_app, freeze_startup_objects
+    from skybook.app import create_app
     from skybook.bootstrap import bootstrap
     from skybook.identity import handlers as identity_handlers
+    from skybook.platform.heap import settle_heap
     from unauthenticated_app import Unlimited  # this directory: the HTTP comparison's limiter
 
     dsn = args.database_url.replace("postgresql+asyncpg://", "postgresql://")
@@ -101,7 +102,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
     container = bootstrap()
     app = create_app(container)
-    freeze_startup_objects()  # as the server's lifespan does: start-up objects out of the collector's view
+    settle_heap()  # as the server's lifespan does
     now = container.clock.now()
     tokens = [
         container.tokens.issue(subject=a["id"], kind="user", session_version=a["session_version"], now=now)[0]

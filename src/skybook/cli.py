@@ -75,14 +75,11 @@ def _backbone(settings: Settings) -> tuple[Any, list[Any], Any]:
 
 def _run_until_signal(main: Any, stop: Any) -> None:
     """Run a coroutine; SIGTERM and SIGINT ask it to stop cleanly."""
-    import gc
     import signal
 
-    # Everything imported and built at start-up lives as long as the process: moved out of the
-    # collector's sight, a full (generation 2) collection no longer walks it. In the relay a full
-    # collection took 120 ms with 130,000 start-up objects (a stall every few seconds at
-    # 1,000 events/s, the RabbitMQ p99); frozen, 7 ms (bench/events.py, docs/benchmarks.md).
-    gc.freeze()
+    from skybook.platform.heap import settle_heap
+
+    settle_heap()
 
     async def runner() -> None:
         loop = asyncio.get_running_loop()
