@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from skybook.platform.events import Event
 from tests.backbone import recorder
 from tests.backbone.conftest import (
     Processes,
@@ -51,6 +52,28 @@ async def test_relay_and_two_workers_deliver_every_event_once_in_commit_order(
     assert_in_order_per_aggregate(stream)
     assert await pending(engine, "stream_sent_at") == 0
     assert await pending(engine, "tasks_sent_at") == 0
+
+
+async def test_a_waiting_relay_is_woken_by_every_burst_and_misses_nothing_between_waits(
+    engine: AsyncEngine, processes: Processes
+) -> None:
+    # Writers NOTIFY only while the relay waits (it holds its idle lock). With a poll interval far
+    # longer than the bounded wait below, every burst must be delivered on a wake-up: a burst the
+    # relay missed while going idle would sit in the outbox for 60 s and fail the wait.
+    processes.start("relay", relay_poll_interval_seconds=60)
+    processes.start("worker")
+    written: list[Event] = []
+    for burst in range(6):
+        specs = round_robin(40, aggregates=4, start=burst * 40)
+        # Four concurrent writers, so commits land while the relay publishes and while it goes idle.
+        parts = await asyncio.gather(*(write_events(engine, specs[i::4]) for i in range(4)))
+        written += [e for part in parts for e in part]
+        await wait_for(engine, processes, {T: len(written), S: len(written)}, within=20)
+        await asyncio.sleep(0.3 * (burst % 3))  # idle a while, or not at all, before the next burst
+
+    await asyncio.sleep(1)
+    assert_exactly_once(await effects(engine, T), written)
+    assert_exactly_once(await effects(engine, S), written)
 
 
 async def test_relay_killed_between_publish_and_mark_and_worker_killed_mid_batch_lose_nothing(

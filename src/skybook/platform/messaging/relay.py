@@ -10,6 +10,13 @@ its row lock, and the outbox insert happens at commit, so the later one always g
 position: per aggregate, position order is commit order. A publish failure marks only the rows
 before the first unconfirmed one, so nothing is ever published ahead of an earlier event.
 
+Wake-ups: the outbox trigger NOTIFYs only while the leader waits for work (it holds the advisory
+lock ``RELAY_IDLE_LOCK_KEY`` then; migration 0009). PostgreSQL commits notifying transactions one
+at a time, so a NOTIFY from every writer while the relay is busy, or while no relay runs, would
+serialise every commit for nothing. A loop that has caught up takes the lock, which waits for the
+writers that skipped their NOTIFY to commit, reads the outbox once more, and only then sleeps; it
+is released when every loop has fallen behind (full batches), when nothing needs waking.
+
 Several relays: on PostgreSQL they elect a leader with an advisory lock held on the connection
 that also LISTENs for the outbox trigger's NOTIFY; the others wait and take over within a poll
 interval when the leader dies (its session ends, the lock goes with it). We chose a single
@@ -44,6 +51,11 @@ log = logging.getLogger("skybook.relay")
 
 NOTIFY_CHANNEL = "skybook_outbox"
 LEADER_LOCK_KEY = 0x5B0_0C_7E1A  # pg advisory lock id of "the relay"
+# Held (exclusive) by the leader while it waits for a NOTIFY; the outbox trigger tries it shared.
+RELAY_IDLE_LOCK_KEY = 0x5B0_0C_7E1B
+# How long taking the idle lock may wait for writers still in their transactions before the loop
+# reads the outbox again instead (the other loop shares the session meanwhile).
+IDLE_LOCK_WAIT_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +88,11 @@ class Relay:
         self._backlog_checked = 0.0
         self._queries: dict[tuple[str, str], sa.Select[Any] | sa.Update] = {}
         self._session: _Session | None = None
+        # Destinations whose loop has caught up (their last batch was not full).
+        self._caught_up: set[str] = set()
+        # Bumped each time the idle lock is taken: a read that began before it may have missed
+        # rows whose writers did not notify.
+        self._idle_generation = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -128,6 +145,7 @@ class Relay:
             # drops the duplicates), and each round no longer waits for a disk flush.
             await conn.execute("SET synchronous_commit TO off")
             self._session = _Session(conn)
+            self._caught_up.clear()
             pumps = asyncio.ensure_future(self._pump_all())
             stop = asyncio.ensure_future(self._stop.wait())
             gone = asyncio.ensure_future(lost.wait())
@@ -153,6 +171,7 @@ class Relay:
         backoff = 0.0
         while not self._stop.is_set():
             wake.clear()
+            generation = self._idle_generation
             try:
                 taken = await self.publish_batch(publisher)
                 backoff = 0.0
@@ -165,9 +184,31 @@ class Relay:
                     return
                 continue
             if taken >= self._options.batch_size:
+                await self._fell_behind(publisher.destination)
                 continue  # more is waiting: no need to be woken
+            if not await self._may_sleep(publisher.destination, generation):
+                continue  # read again first: rows committed before the idle lock sent no NOTIFY
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=self._options.poll_interval)
+
+    async def _may_sleep(self, destination: str, read_generation: int) -> bool:
+        """A loop caught up: make sure writers will NOTIFY, then say whether it may sleep now."""
+        session = self._session
+        if session is None:
+            return True  # no leader session (SQLite): the in-process wake and the poll interval
+        self._caught_up.add(destination)
+        if not session.idle_held:
+            if not await session.take_idle_lock():
+                return False
+            self._idle_generation += 1
+        return read_generation == self._idle_generation
+
+    async def _fell_behind(self, destination: str) -> None:
+        """A full batch: this loop reads again at once; with every loop behind, stop the NOTIFYs."""
+        self._caught_up.discard(destination)
+        session = self._session
+        if session is not None and not self._caught_up and session.idle_held:
+            await session.release_idle_lock()
 
     async def publish_batch(self, publisher: Publisher) -> int:
         """Publish the oldest pending rows of one destination; returns how many rows were taken."""
@@ -276,6 +317,29 @@ class _Session:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()
+        self.idle_held = False
+        """Whether this session holds ``RELAY_IDLE_LOCK_KEY`` (writers NOTIFY)."""
+
+    async def take_idle_lock(self) -> bool:
+        """Take the idle lock, waiting for writers in flight at most ``IDLE_LOCK_WAIT_S``."""
+        async with self._lock:
+            if self.idle_held:
+                return True
+            try:
+                await self._conn.fetchval("SELECT pg_advisory_lock($1)", RELAY_IDLE_LOCK_KEY, timeout=IDLE_LOCK_WAIT_S)
+            except TimeoutError:
+                # asyncpg cancelled the wait; had the lock been granted just before, let it go.
+                while await self._conn.fetchval("SELECT pg_advisory_unlock($1)", RELAY_IDLE_LOCK_KEY):
+                    pass
+                return False
+            self.idle_held = True
+            return True
+
+    async def release_idle_lock(self) -> None:
+        async with self._lock:
+            if self.idle_held:
+                await self._conn.fetchval("SELECT pg_advisory_unlock($1)", RELAY_IDLE_LOCK_KEY)
+                self.idle_held = False
 
     async def pending(self, destination: str, limit: int) -> list[_Row]:
         async with self._lock:
