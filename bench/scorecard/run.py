@@ -122,13 +122,13 @@ async def database_figures(
     from skybook.ops.audit import (
         Subscription,
         consumer_effects_once,
-        markers_for,
         outbox_delivered,
         report,
         run_audit,
     )
     from skybook.platform.messaging import load_consumers
     from skybook.platform.outbox import inbox, outbox
+    from skybook.platform.retention import delivery_markers
     from skybook.settings import Settings
 
     settings = Settings()
@@ -136,7 +136,7 @@ async def database_figures(
     subs = [
         Subscription(c.name, c.event_types) for c in container.consumers() + load_consumers(settings.extra_consumers)
     ]
-    markers = markers_for(
+    markers = delivery_markers(
         kafka=bool(settings.kafka_bootstrap_servers),
         rabbitmq=bool(settings.rabbitmq_url),
     )

@@ -167,11 +167,14 @@ def worker() -> None:
     async def work() -> None:
         from skybook.notifications.webhooks import run_webhook_sender
         from skybook.periodic import run_periodic_jobs
+        from skybook.platform.retention import delivery_markers
 
-        # `skybook api` runs no periodic jobs, so the workers release expired holds and send the
-        # tenant webhooks; several workers doing so at once is safe (SKIP LOCKED, see the modules).
+        # `skybook api` runs no periodic jobs, so the workers release expired holds, delete what is
+        # past its retention and send the tenant webhooks; several workers doing so at once is safe
+        # (SKIP LOCKED, small idempotent deletes; see the modules).
+        delivered = delivery_markers(kafka=bool(settings.kafka_bootstrap_servers), rabbitmq=bool(settings.rabbitmq_url))
         loops = [
-            asyncio.create_task(run_periodic_jobs(container), name="periodic-jobs"),
+            asyncio.create_task(run_periodic_jobs(container, delivered), name="periodic-jobs"),
             asyncio.create_task(run_webhook_sender(container), name="webhook-sender"),
         ]
         try:
@@ -284,15 +287,17 @@ def audit(
 ) -> None:
     """Check the whole database for consistency; prints JSON, exits 1 when a check fails."""
     from skybook.bootstrap import bootstrap
-    from skybook.ops.audit import Subscription, markers_for, report, run_audit
+    from skybook.ops.audit import Subscription, audit_since, report, run_audit
     from skybook.platform.messaging import load_consumers
+    from skybook.platform.retention import delivery_markers
 
     settings = Settings()
     # Scaled out, the relay marks each broker it publishes to; embedded, the dispatcher marks dispatched_at.
-    markers = markers_for(
+    markers = delivery_markers(
         kafka=bool(settings.kafka_bootstrap_servers),
         rabbitmq=bool(settings.rabbitmq_url),
     )
+    retention = timedelta(hours=settings.outbox_retention_hours) if settings.outbox_retention_hours else None
 
     async def run() -> dict[str, object]:
         container = bootstrap(settings)
@@ -301,7 +306,8 @@ def audit(
                 Subscription(c.name, c.event_types)
                 for c in container.consumers() + load_consumers(settings.extra_consumers)
             ]
-            return report(await run_audit(container.engine, subs, markers), max_rows)
+            since = audit_since(container.clock.now(), retention)
+            return report(await run_audit(container.engine, subs, markers, since), max_rows)
         finally:
             await container.engine.dispose()
 
@@ -309,6 +315,30 @@ def audit(
     typer.echo(json.dumps(document, indent=2))
     if document["passed"] != document["total"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def prune() -> None:
+    """Delete delivered outbox events and inbox entries past their retention now; prints the counts as JSON.
+
+    The workers (and the embedded server) do the same every SKYBOOK_RETENTION_INTERVAL_SECONDS.
+    """
+    from skybook.bootstrap import bootstrap
+    from skybook.periodic import prune_once
+    from skybook.platform.retention import delivery_markers
+
+    settings = Settings()
+    markers = delivery_markers(kafka=bool(settings.kafka_bootstrap_servers), rabbitmq=bool(settings.rabbitmq_url))
+
+    async def run() -> dict[str, int]:
+        container = bootstrap(settings)
+        try:
+            pruned = await prune_once(container, markers)
+            return {"outbox_deleted": pruned.outbox, "inbox_deleted": pruned.inbox}
+        finally:
+            await container.engine.dispose()
+
+    typer.echo(json.dumps(asyncio.run(run())))
 
 
 @users_app.command("create-admin")

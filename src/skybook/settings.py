@@ -10,6 +10,9 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev-secret-change-me"})
+# Shortest retention of outbox events and inbox entries: the audit leaves out the last hour before
+# the cut-off (ops.audit), so a shorter one would leave it almost nothing to check.
+MIN_RETENTION_HOURS = 2
 
 
 class Settings(BaseSettings):
@@ -204,6 +207,24 @@ class Settings(BaseSettings):
     worker_retry_base_delay_seconds: float = Field(
         1.0, gt=0, description="Delay before the first retry of a failed message; doubles with each attempt."
     )
+    outbox_retention_hours: float = Field(
+        168,
+        ge=0,
+        le=87_600,
+        description="Hours a delivered outbox event is kept before the workers delete it (0: keep every event). "
+        "Undelivered events are never deleted.",
+    )
+    inbox_retention_hours: float = Field(
+        192,
+        ge=0,
+        le=87_600,
+        description="Hours a consumer's inbox entry (its proof of having handled an event) is kept (0: keep all). "
+        "It must outlive every redelivery of the event, such as a Kafka consumer group reset within the topic's "
+        "retention, and so is at least outbox_retention_hours.",
+    )
+    retention_interval_seconds: float = Field(
+        300, gt=0, description="How often the workers delete outbox events and inbox entries past their retention."
+    )
     backbone_metrics_port: int = Field(
         0, ge=0, le=65535, description="Port on which relay and worker serve Prometheus metrics; 0: off."
     )
@@ -229,6 +250,22 @@ class Settings(BaseSettings):
             raise ValueError("SKYBOOK_SECRET_KEY must be set to a real secret outside development")
         if self.environment != "development" and len(self.secret_key) < 24 and not self.signing_keys:
             raise ValueError("SKYBOOK_SECRET_KEY must be at least 24 characters outside development")
+        return self
+
+    @model_validator(mode="after")
+    def _inbox_outlives_outbox(self) -> Settings:
+        # A consumer's inbox entry is what makes a redelivered event harmless, so it must be kept at
+        # least as long as the event itself; the audit also relies on it (ops.audit).
+        outbox_h, inbox_h = self.outbox_retention_hours, self.inbox_retention_hours
+        for name, hours in (("OUTBOX", outbox_h), ("INBOX", inbox_h)):
+            if 0 < hours < MIN_RETENTION_HOURS:
+                raise ValueError(
+                    f"SKYBOOK_{name}_RETENTION_HOURS must be 0 (keep all) or {MIN_RETENTION_HOURS} or more"
+                )
+        if inbox_h and (not outbox_h or inbox_h < outbox_h):
+            raise ValueError(
+                "SKYBOOK_INBOX_RETENTION_HOURS must be 0 (keep all) or SKYBOOK_OUTBOX_RETENTION_HOURS or more"
+            )
         return self
 
     @cached_property

@@ -42,3 +42,36 @@ def test_env_example_documents_every_setting() -> None:
         if line.startswith("SKYBOOK_")
     }
     assert documented == set(Settings.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("outbox", "inbox"),
+    [("168", "192"), ("168", "168"), ("168", "0"), ("0", "0"), ("2", "2")],
+)
+def test_retentions_that_keep_inbox_entries_as_long_as_their_events_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, outbox: str, inbox: str
+) -> None:
+    monkeypatch.setenv("SKYBOOK_OUTBOX_RETENTION_HOURS", outbox)
+    monkeypatch.setenv("SKYBOOK_INBOX_RETENTION_HOURS", inbox)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (settings.outbox_retention_hours, settings.inbox_retention_hours) == (float(outbox), float(inbox))
+
+
+@pytest.mark.parametrize(
+    ("outbox", "inbox", "named"),
+    [
+        # An inbox entry deleted before its event could be redelivered would let it take effect twice.
+        ("168", "100", "SKYBOOK_INBOX_RETENTION_HOURS"),
+        ("0", "192", "SKYBOOK_INBOX_RETENTION_HOURS"),
+        # Too short for the audit's margin next to the cut-off.
+        ("1", "192", "SKYBOOK_OUTBOX_RETENTION_HOURS"),
+        ("-1", "192", "outbox_retention_hours"),
+    ],
+)
+def test_retentions_that_would_drop_inbox_entries_first_are_refused(
+    monkeypatch: pytest.MonkeyPatch, outbox: str, inbox: str, named: str
+) -> None:
+    monkeypatch.setenv("SKYBOOK_OUTBOX_RETENTION_HOURS", outbox)
+    monkeypatch.setenv("SKYBOOK_INBOX_RETENTION_HOURS", inbox)
+    with pytest.raises(ValidationError, match=named):
+        Settings(_env_file=None)  # type: ignore[call-arg]

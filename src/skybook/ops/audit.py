@@ -16,7 +16,9 @@ The checks:
   in-process dispatcher (``dispatched_at``) or, scaled out, to every broker the relay publishes to.
 * ``consumer_effects_once`` - every dispatched event a consumer subscribes to was handled by that
   consumer exactly once (one inbox row: the inbox key makes a second impossible, a missing one is
-  a lost effect); no inbox row names an event the outbox does not have.
+  a lost effect); no inbox row names an event the outbox does not have. With a retention
+  (``platform.retention``), events delivered and entries handled before ``since`` are left out:
+  their partners may have been deleted already.
 * ``payments_balance`` - per order, captured payments minus refunds equal the fares of its issued
   tickets (an unpaid order nets zero).
 """
@@ -27,7 +29,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +39,11 @@ from skybook.booking.tables import order_segments, orders, passengers, tickets
 from skybook.inventory.tables import booking_classes, flight_cabins
 from skybook.payments.tables import payments, refunds
 from skybook.platform.outbox import inbox, outbox
+from skybook.platform.retention import EMBEDDED_MARKERS
+
+RETENTION_MARGIN = timedelta(hours=1)
+"""How much of the outbox retention the audit leaves out next to its cut-off (see :func:`audit_since`):
+a consumer may handle an event a little before the relay marks it delivered."""
 
 MAX_ROWS = 50
 """Failing rows listed per check (the count is always complete)."""
@@ -208,8 +215,13 @@ async def tickets_match_orders(conn: AsyncConnection) -> CheckResult:
     return result
 
 
-EMBEDDED = ("dispatched_at",)
-"""Delivery marker of the in-process dispatcher; a relay marks each broker in a column of its own."""
+EMBEDDED = EMBEDDED_MARKERS
+
+
+def audit_since(now: datetime, outbox_retention: timedelta | None) -> datetime | None:
+    """Where the audit of events starts, given the outbox retention: the oldest deliveries and
+    inbox entries may be missing their partners, which retention deleted first."""
+    return None if outbox_retention is None else now - outbox_retention + RETENTION_MARGIN
 
 
 def _delivered(markers: Sequence[str]) -> sa.ColumnElement[bool]:
@@ -232,7 +244,10 @@ async def outbox_delivered(conn: AsyncConnection, markers: Sequence[str] = EMBED
 
 
 async def consumer_effects_once(
-    conn: AsyncConnection, consumers: Iterable[Subscription], markers: Sequence[str] = EMBEDDED
+    conn: AsyncConnection,
+    consumers: Iterable[Subscription],
+    markers: Sequence[str] = EMBEDDED,
+    since: datetime | None = None,
 ) -> CheckResult:
     """Every dispatched event handled once by each consumer subscribed to it; no stray inbox rows."""
     result = CheckResult(
@@ -246,13 +261,17 @@ async def consumer_effects_once(
             by_type[event_type].append(sub.name)
     o = outbox.c
     handled: dict[tuple[str, uuid.UUID], int] = defaultdict(int)
-    for r in await conn.execute(sa.select(inbox.c.consumer, inbox.c.event_id)):
-        handled[(r.consumer, r.event_id)] += 1
+    recent: set[tuple[str, uuid.UUID]] = set()  # handled since ``since``: must name a kept event
+    for entry in await conn.execute(sa.select(inbox.c.consumer, inbox.c.event_id, inbox.c.handled_at)):
+        handled[(entry.consumer, entry.event_id)] += 1
+        if since is None or entry.handled_at >= since:
+            recent.add((entry.consumer, entry.event_id))
+    delivered = _delivered(markers)
+    if since is not None:
+        delivered = sa.and_(delivered, *(o[m] >= since for m in markers))
     known: set[uuid.UUID] = set()
     if by_type:
-        for r in await conn.execute(
-            sa.select(o.event_id, o.type).where(o.type.in_(list(by_type)), _delivered(markers))
-        ):
+        for r in await conn.execute(sa.select(o.event_id, o.type).where(o.type.in_(list(by_type)), delivered)):
             known.add(r.event_id)
             for name in by_type[r.type]:
                 result.checked += 1
@@ -261,12 +280,12 @@ async def consumer_effects_once(
                     result.failures.append(
                         {"consumer": name, "event_id": r.event_id, "event_type": r.type, "handled": count}
                     )
-    if handled:
+    if recent:
         in_outbox = {
-            e for (e,) in await conn.execute(sa.select(o.event_id).where(o.event_id.in_({e for _, e in handled})))
+            e for (e,) in await conn.execute(sa.select(o.event_id).where(o.event_id.in_({e for _, e in recent})))
         }
         for (name, event_id), count in handled.items():
-            if event_id not in in_outbox:
+            if (name, event_id) in recent and event_id not in in_outbox:
                 result.failures.append({"consumer": name, "event_id": event_id, "event_type": None, "handled": count})
     return result
 
@@ -317,19 +336,23 @@ Check = Callable[[AsyncConnection], Awaitable[CheckResult]]
 
 
 async def run_audit(
-    engine: AsyncEngine, consumers: Iterable[Subscription] = (), markers: Sequence[str] = EMBEDDED
+    engine: AsyncEngine,
+    consumers: Iterable[Subscription] = (),
+    markers: Sequence[str] = EMBEDDED,
+    since: datetime | None = None,
 ) -> list[CheckResult]:
     """Every check, in one read-only pass (one REPEATABLE READ snapshot on PostgreSQL).
 
     ``markers`` name the outbox columns that mean "delivered": ``dispatched_at`` for the embedded
-    dispatcher, the relay's per-broker columns for a scaled-out deployment (see :func:`markers_for`).
+    dispatcher, the relay's per-broker columns for a scaled-out deployment (``delivery_markers``).
+    ``since``: with a retention, where the check of consumer effects starts (:func:`audit_since`).
     """
     subs = list(consumers)
     checks: list[Check] = [
         seats_conserved,
         tickets_match_orders,
         lambda conn: outbox_delivered(conn, markers),
-        lambda conn: consumer_effects_once(conn, subs, markers),
+        lambda conn: consumer_effects_once(conn, subs, markers, since),
         payments_balance,
     ]
     async with engine.connect() as conn:
@@ -338,14 +361,6 @@ async def run_audit(
             conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
             return [await check(conn) for check in checks]
-
-
-def markers_for(*, kafka: bool, rabbitmq: bool) -> tuple[str, ...]:
-    """The delivery markers of a deployment: one per broker the relay publishes to, else the dispatcher's."""
-    markers = tuple(
-        name for name, used in (("stream_sent_at", kafka), ("tasks_sent_at", rabbitmq)) if used and name in outbox.c
-    )
-    return markers or EMBEDDED
 
 
 def report(results: list[CheckResult], max_rows: int = MAX_ROWS) -> dict[str, Any]:

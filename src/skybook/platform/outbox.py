@@ -64,6 +64,8 @@ inbox = sa.Table(
     sa.Column("event_id", sa.Uuid, primary_key=True),
     sa.Column("handled_at", UTCDateTime, nullable=False),
 )
+# Retention deletes the oldest entries first (platform.retention, migration 0010).
+sa.Index("ix_inbox_handled_at", inbox.c.handled_at)
 
 
 dead_letters = sa.Table(
