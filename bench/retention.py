@@ -10,7 +10,11 @@ times rounds of ``platform.retention.prune`` (the default retentions: 168 h outb
 * ``idle_round``: the next round, with only recent rows left: it should read one batch of the
   outbox and one index probe of the inbox, whatever the table sizes.
 
+``--index-cost`` measures instead what the inbox's ``handled_at`` index costs a consumer: pgbench
+(8 clients, 10 s) on the inbox claim of 10 events, without and with the index, twice, interleaved.
+
     .venv/bin/python bench/retention.py --old 200000 --recent 200000
+    .venv/bin/python bench/retention.py --index-cost
 
 Prints one JSON document. Only 127.0.0.1 is contacted.
 """
@@ -20,6 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
+import shutil
+import subprocess
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,12 +56,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     from skybook.platform.migrate import upgrade
 
-    admin = create_async_engine(args.admin_url, isolation_level="AUTOCOMMIT")
-    name = sa.engine.make_url(args.database_url).database
-    async with admin.connect() as conn:
-        await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    await admin.dispose()
+    await _reset(args)
     await asyncio.to_thread(upgrade, args.database_url)
     engine = create_async_engine(args.database_url, pool_size=2)
     now = datetime.now(UTC)
@@ -99,14 +102,68 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# What a consumer's inbox claim sends for a batch of 10 events (platform.outbox._CLAIM_MANY_PG).
+_CLAIM = (
+    "INSERT INTO inbox (consumer, event_id, handled_at) SELECT 'ticketing', gen_random_uuid(), now() "
+    "FROM generate_series(1, 10) ON CONFLICT DO NOTHING;\n"
+)
+
+
+async def index_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """pgbench on the inbox claim, without and with ``ix_inbox_handled_at``, interleaved."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from skybook.platform.migrate import upgrade
+
+    pgbench = shutil.which("pgbench") or "/usr/lib/postgresql/15/bin/pgbench"
+    await _reset(args)
+    await asyncio.to_thread(upgrade, args.database_url)
+    engine = create_async_engine(args.database_url, isolation_level="AUTOCOMMIT")
+    url = sa.engine.make_url(args.database_url)
+    runs: list[dict[str, Any]] = []
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        script.write(_CLAIM)
+        script.flush()
+        for round_ in (1, 2):
+            for indexed in (False, True):
+                async with engine.connect() as conn:
+                    await conn.execute(sa.text("TRUNCATE inbox"))
+                    await conn.execute(sa.text("DROP INDEX IF EXISTS ix_inbox_handled_at"))
+                    if indexed:
+                        await conn.execute(sa.text("CREATE INDEX ix_inbox_handled_at ON inbox (handled_at)"))
+                argv = [pgbench, "-n", "-h", url.host or "127.0.0.1", "-U", url.username or "root", "-c", "8"]
+                argv += ["-j", "2", "-T", str(args.seconds), "-f", script.name, url.database or ""]
+                done = await asyncio.to_thread(
+                    subprocess.run, argv, capture_output=True, text=True, timeout=args.seconds + 60, check=True
+                )
+                out = done.stdout
+                tps = re.search(r"^tps = ([\d.]+)", out, re.MULTILINE)
+                runs.append({"round": round_, "handled_at_index": indexed, "tps": float(tps.group(1)) if tps else None})
+    await engine.dispose()
+    return {"statement": _CLAIM.strip(), "clients": 8, "seconds": args.seconds, "runs": runs}
+
+
+async def _reset(args: argparse.Namespace) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    admin = create_async_engine(args.admin_url, isolation_level="AUTOCOMMIT")
+    name = sa.engine.make_url(args.database_url).database
+    async with admin.connect() as conn:
+        await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    await admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default="postgresql+asyncpg://root@127.0.0.1:5432/skybook_bench_retention")
     parser.add_argument("--admin-url", default="postgresql+asyncpg://root@127.0.0.1:5432/root")
     parser.add_argument("--old", type=int, default=200_000, help="Events delivered ten days ago.")
     parser.add_argument("--recent", type=int, default=200_000, help="Events delivered now.")
+    parser.add_argument("--index-cost", action="store_true", help="pgbench the inbox claim without and with the index.")
+    parser.add_argument("--seconds", type=int, default=10, help="Seconds of each pgbench run (--index-cost).")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(bench(args)), indent=2))
+    print(json.dumps(asyncio.run(index_cost(args) if args.index_cost else bench(args)), indent=2))
 
 
 if __name__ == "__main__":
