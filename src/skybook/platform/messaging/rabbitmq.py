@@ -11,17 +11,111 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 from aiormq.channel import Channel as RawChannel
+from aiormq.connection import TCPTransportFactory
+from aiormq.exceptions import AMQPConnectionError
 
 from skybook.platform.dispatcher import Consumer
 from skybook.platform.events import Event
 from skybook.platform.messaging import ATTEMPTS_HEADER, BUSY_RETRIES_HEADER, Names, encode
 
 log = logging.getLogger("skybook.rabbitmq")
+
+
+class CoalescingWriter(asyncio.StreamWriter):
+    """A stream writer that sends a run of frames in one system call.
+
+    aiormq writes every message (method, header and body frames) with a ``write`` of its own, and
+    its channel lock lets one publish through per event-loop turn, so the transport sent each at
+    once: one ``write`` system call per message (``strace -c``: 5,019 for 5,000 messages published
+    in gathers of 100). On loopback each such call also runs the broker side's TCP receive and
+    wake-up in the caller's time. This writer holds what is written until a turn of the loop
+    passes without a new write, or ``FLUSH_BYTES`` are waiting, and sends it together.
+    """
+
+    FLUSH_BYTES = 32 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._fresh = False  # written to since the last look
+        self._turns = asyncio.get_running_loop()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._turns.call_soon(self._after_turn)
+        self._pending.append(bytes(data))
+        self._pending_bytes += len(data)
+        self._fresh = True
+        if self._pending_bytes >= self.FLUSH_BYTES:
+            self.flush()
+
+    def _after_turn(self) -> None:
+        if not self._pending:
+            return
+        if self._fresh:  # more is coming: look again after the next turn
+            self._fresh = False
+            self._turns.call_soon(self._after_turn)
+            return
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what was written so far (``drain`` and ``close`` call it too)."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        if not self.transport.is_closing():
+            super().write(data)
+
+    async def drain(self) -> None:
+        self.flush()
+        await super().drain()
+
+    def write_eof(self) -> None:
+        self.flush()
+        super().write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
+class CoalescingTransportFactory(TCPTransportFactory):
+    """aiormq's plain TCP transport with a :class:`CoalescingWriter` (``amqp://`` URLs only)."""
+
+    async def create(self, url: Any, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        kwargs.pop("ssl_context_provider", None)
+        loop = asyncio.get_running_loop()
+        # What asyncio.open_connection does, with our writer.
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.create_connection(lambda: protocol, url.host, url.port, **kwargs)
+        except OSError as e:
+            raise AMQPConnectionError(*e.args) from e
+        return reader, CoalescingWriter(transport, protocol, reader, loop)
+
+
+class CoalescingConnection(aio_pika.Connection):
+    """An aio-pika connection whose frames go out through :class:`CoalescingTransportFactory`."""
+
+    def __init__(self, url: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(url, *args, **kwargs)
+        if self.url.scheme == "amqp":  # amqps keeps aiormq's TLS transport
+            self.kwargs["transport_factory"] = CoalescingTransportFactory()
+
+
+async def connect(url: str, *, connect_timeout: float) -> AbstractConnection:
+    """A connection to RabbitMQ that sends runs of frames together (:class:`CoalescingWriter`)."""
+    return await aio_pika.connect(url, timeout=connect_timeout, connection_class=CoalescingConnection)
 
 
 def task_consumers(consumers: Iterable[Consumer]) -> list[Consumer]:
@@ -71,7 +165,11 @@ class RabbitPublisher:
     Publishing goes straight to the underlying aiormq channel: aio-pika's ``Message`` and
     ``Exchange.publish`` layers cost more CPU per message than the publish itself, and with
     ``wait=False`` a publish does not hold the channel lock until its frame is drained to the
-    socket, so a whole batch is written back to back and its confirms are awaited together.
+    socket, so a whole batch is written back to back and its confirms are awaited together. Its
+    connection's :class:`CoalescingWriter` then sends the batch in a few system calls instead of
+    one per message: in ``bench/events.py`` that took relay CPU per event from 0.23 to 0.16 ms and
+    the broker's from 0.29 to 0.13 ms (it reads larger segments), and sustained RabbitMQ events/s
+    from 1,790-1,930 to 2,643-2,792 on a slow day of this machine.
     """
 
     destination = "tasks"
@@ -92,7 +190,7 @@ class RabbitPublisher:
     async def _ready(self) -> RawChannel:
         if self._raw is None or self._connection is None or self._connection.is_closed or self._raw.is_closed:
             await self.close()
-            self._connection = await aio_pika.connect(self._url, timeout=self._timeout)
+            self._connection = await connect(self._url, connect_timeout=self._timeout)
             channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
             self._exchange = await declare_topology(channel, self._names, self._consumers)
             raw = await channel.get_underlay_channel()
