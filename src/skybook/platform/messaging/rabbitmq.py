@@ -45,10 +45,12 @@ class CoalescingWriter(asyncio.StreamWriter):
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._fresh = False  # written to since the last look
+        self._looking = False  # an _after_turn is scheduled
         self._turns = asyncio.get_running_loop()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._pending:
+        if not self._looking:
+            self._looking = True
             self._turns.call_soon(self._after_turn)
         self._pending.append(bytes(data))
         self._pending_bytes += len(data)
@@ -57,12 +59,11 @@ class CoalescingWriter(asyncio.StreamWriter):
             self.flush()
 
     def _after_turn(self) -> None:
-        if not self._pending:
-            return
         if self._fresh:  # more is coming: look again after the next turn
             self._fresh = False
             self._turns.call_soon(self._after_turn)
             return
+        self._looking = False
         self.flush()
 
     def flush(self) -> None:
