@@ -73,6 +73,14 @@ def _backbone(settings: Settings) -> tuple[Any, list[Any], Any]:
     return container, consumers, Names(settings.broker_prefix)
 
 
+def _delivery_markers(settings: Settings) -> tuple[str, ...]:
+    """The outbox columns that mean "delivered" here: the relay's per broker when scaled out, else
+    the embedded dispatcher's (``platform.retention.delivery_markers``)."""
+    from skybook.platform.retention import delivery_markers
+
+    return delivery_markers(kafka=bool(settings.kafka_bootstrap_servers), rabbitmq=bool(settings.rabbitmq_url))
+
+
 def _run_until_signal(main: Any, stop: Any) -> None:
     """Run a coroutine; SIGTERM and SIGINT ask it to stop cleanly."""
     import signal
@@ -167,14 +175,12 @@ def worker() -> None:
     async def work() -> None:
         from skybook.notifications.webhooks import run_webhook_sender
         from skybook.periodic import run_periodic_jobs
-        from skybook.platform.retention import delivery_markers
 
         # `skybook api` runs no periodic jobs, so the workers release expired holds, delete what is
         # past its retention and send the tenant webhooks; several workers doing so at once is safe
         # (SKIP LOCKED, small idempotent deletes; see the modules).
-        delivered = delivery_markers(kafka=bool(settings.kafka_bootstrap_servers), rabbitmq=bool(settings.rabbitmq_url))
         loops = [
-            asyncio.create_task(run_periodic_jobs(container, delivered), name="periodic-jobs"),
+            asyncio.create_task(run_periodic_jobs(container, _delivery_markers(settings)), name="periodic-jobs"),
             asyncio.create_task(run_webhook_sender(container), name="webhook-sender"),
         ]
         try:
@@ -289,15 +295,11 @@ def audit(
     from skybook.bootstrap import bootstrap
     from skybook.ops.audit import Subscription, audit_since, report, run_audit
     from skybook.platform.messaging import load_consumers
-    from skybook.platform.retention import delivery_markers
+    from skybook.platform.retention import Retention
 
     settings = Settings()
-    # Scaled out, the relay marks each broker it publishes to; embedded, the dispatcher marks dispatched_at.
-    markers = delivery_markers(
-        kafka=bool(settings.kafka_bootstrap_servers),
-        rabbitmq=bool(settings.rabbitmq_url),
-    )
-    retention = timedelta(hours=settings.outbox_retention_hours) if settings.outbox_retention_hours else None
+    markers = _delivery_markers(settings)
+    retention = Retention.of(settings.outbox_retention_hours, settings.inbox_retention_hours, markers)
 
     async def run() -> dict[str, object]:
         container = bootstrap(settings)
@@ -306,7 +308,7 @@ def audit(
                 Subscription(c.name, c.event_types)
                 for c in container.consumers() + load_consumers(settings.extra_consumers)
             ]
-            since = audit_since(container.clock.now(), retention)
+            since = audit_since(container.clock.now(), retention.outbox)
             return report(await run_audit(container.engine, subs, markers, since), max_rows)
         finally:
             await container.engine.dispose()
@@ -325,15 +327,13 @@ def prune() -> None:
     """
     from skybook.bootstrap import bootstrap
     from skybook.periodic import prune_once
-    from skybook.platform.retention import delivery_markers
 
     settings = Settings()
-    markers = delivery_markers(kafka=bool(settings.kafka_bootstrap_servers), rabbitmq=bool(settings.rabbitmq_url))
 
     async def run() -> dict[str, int]:
         container = bootstrap(settings)
         try:
-            pruned = await prune_once(container, markers)
+            pruned = await prune_once(container, _delivery_markers(settings))
             return {"outbox_deleted": pruned.outbox, "inbox_deleted": pruned.inbox}
         finally:
             await container.engine.dispose()

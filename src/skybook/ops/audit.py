@@ -215,9 +215,6 @@ async def tickets_match_orders(conn: AsyncConnection) -> CheckResult:
     return result
 
 
-EMBEDDED = EMBEDDED_MARKERS
-
-
 def audit_since(now: datetime, outbox_retention: timedelta | None) -> datetime | None:
     """Where the audit of events starts, given the outbox retention: the oldest deliveries and
     inbox entries may be missing their partners, which retention deleted first."""
@@ -229,7 +226,7 @@ def _delivered(markers: Sequence[str]) -> sa.ColumnElement[bool]:
     return sa.and_(*(outbox.c[m].is_not(None) for m in markers))
 
 
-async def outbox_delivered(conn: AsyncConnection, markers: Sequence[str] = EMBEDDED) -> CheckResult:
+async def outbox_delivered(conn: AsyncConnection, markers: Sequence[str] = EMBEDDED_MARKERS) -> CheckResult:
     """No event is left undelivered in the outbox."""
     result = CheckResult("outbox_delivered", f"every outbox event has been delivered ({' and '.join(markers)} set)")
     o = outbox.c
@@ -246,7 +243,7 @@ async def outbox_delivered(conn: AsyncConnection, markers: Sequence[str] = EMBED
 async def consumer_effects_once(
     conn: AsyncConnection,
     consumers: Iterable[Subscription],
-    markers: Sequence[str] = EMBEDDED,
+    markers: Sequence[str] = EMBEDDED_MARKERS,
     since: datetime | None = None,
 ) -> CheckResult:
     """Every dispatched event handled once by each consumer subscribed to it; no stray inbox rows."""
@@ -338,7 +335,7 @@ Check = Callable[[AsyncConnection], Awaitable[CheckResult]]
 async def run_audit(
     engine: AsyncEngine,
     consumers: Iterable[Subscription] = (),
-    markers: Sequence[str] = EMBEDDED,
+    markers: Sequence[str] = EMBEDDED_MARKERS,
     since: datetime | None = None,
 ) -> list[CheckResult]:
     """Every check, in one read-only pass (one REPEATABLE READ snapshot on PostgreSQL).
