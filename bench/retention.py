@@ -27,9 +27,11 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +39,9 @@ import sqlalchemy as sa
 from skybook.platform.clock import SystemClock
 from skybook.platform.retention import EMBEDDED_MARKERS, Retention, prune
 from skybook.platform.uow import UnitOfWork
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import booking as bb  # the booking bench's database reset (refuses names without "bench")
 
 CONSUMERS = ("ticketing", "mail", "webhooks")
 
@@ -56,7 +61,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     from skybook.platform.migrate import upgrade
 
-    await _reset(args)
+    await bb.reset_database(args.database_url, args.admin_database, force=False)
     await asyncio.to_thread(upgrade, args.database_url)
     engine = create_async_engine(args.database_url, pool_size=2)
     now = datetime.now(UTC)
@@ -116,7 +121,7 @@ async def index_cost(args: argparse.Namespace) -> dict[str, Any]:
     from skybook.platform.migrate import upgrade
 
     pgbench = shutil.which("pgbench") or "/usr/lib/postgresql/15/bin/pgbench"
-    await _reset(args)
+    await bb.reset_database(args.database_url, args.admin_database, force=False)
     await asyncio.to_thread(upgrade, args.database_url)
     engine = create_async_engine(args.database_url, isolation_level="AUTOCOMMIT")
     url = sa.engine.make_url(args.database_url)
@@ -143,21 +148,10 @@ async def index_cost(args: argparse.Namespace) -> dict[str, Any]:
     return {"statement": _CLAIM.strip(), "clients": 8, "seconds": args.seconds, "runs": runs}
 
 
-async def _reset(args: argparse.Namespace) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    admin = create_async_engine(args.admin_url, isolation_level="AUTOCOMMIT")
-    name = sa.engine.make_url(args.database_url).database
-    async with admin.connect() as conn:
-        await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    await admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default="postgresql+asyncpg://root@127.0.0.1:5432/skybook_bench_retention")
-    parser.add_argument("--admin-url", default="postgresql+asyncpg://root@127.0.0.1:5432/root")
+    parser.add_argument("--admin-database", default="postgres", help="Database to connect to for DROP/CREATE.")
     parser.add_argument("--old", type=int, default=200_000, help="Events delivered ten days ago.")
     parser.add_argument("--recent", type=int, default=200_000, help="Events delivered now.")
     parser.add_argument("--index-cost", action="store_true", help="pgbench the inbox claim without and with the index.")
