@@ -119,17 +119,10 @@ async def prune_outbox(uow: UowFactory, markers: Sequence[str], before: datetime
 
 async def prune_inbox(uow: UowFactory, before: datetime, batch_size: int) -> int:
     """Delete inbox entries of events handled before ``before``; returns how many."""
-    oldest = (
-        sa.select(inbox.c.consumer, inbox.c.event_id)
-        .where(inbox.c.handled_at < sa.bindparam("before", type_=inbox.c.handled_at.type))
-        .order_by(inbox.c.handled_at)
-        .limit(sa.bindparam("n"))
-    )
-    delete = sa.delete(inbox).where(sa.tuple_(inbox.c.consumer, inbox.c.event_id).in_(oldest))
     deleted = 0
     while True:
         async with uow() as unit:
-            count = (await unit.conn.execute(delete, {"before": before, "n": batch_size})).rowcount
+            count = (await unit.conn.execute(_DELETE_OLDEST_INBOX, {"before": before, "n": batch_size})).rowcount
             await unit.commit()
         deleted += count
         if count < batch_size:
@@ -144,11 +137,22 @@ def _before(value: datetime | None, cutoff: datetime) -> bool:
     return value is not None and value < cutoff
 
 
+# Built once, so SQLAlchemy finds their compiled form by identity.
+_DELETE_OLDEST_INBOX = sa.delete(inbox).where(
+    sa.tuple_(inbox.c.consumer, inbox.c.event_id).in_(
+        sa.select(inbox.c.consumer, inbox.c.event_id)
+        .where(inbox.c.handled_at < sa.bindparam("before", type_=inbox.c.handled_at.type))
+        .order_by(inbox.c.handled_at)
+        .limit(sa.bindparam("n"))
+    )
+)
+# One array parameter: one statement, planned the same, whatever the batch holds.
+_DELETE_POSITIONS_PG = sa.delete(outbox).where(
+    outbox.c.position == sa.func.any(sa.bindparam("done", type_=postgresql.ARRAY(sa.BigInteger)))
+)
+
+
 async def _delete_positions(conn: AsyncConnection, positions: list[int]) -> int:
     if conn.dialect.name == "postgresql":
-        # One array parameter: one statement, planned the same, whatever the batch holds.
-        statement = sa.delete(outbox).where(
-            outbox.c.position == sa.func.any(sa.bindparam("done", type_=postgresql.ARRAY(sa.BigInteger)))
-        )
-        return int((await conn.execute(statement, {"done": positions})).rowcount)
+        return int((await conn.execute(_DELETE_POSITIONS_PG, {"done": positions})).rowcount)
     return int((await conn.execute(sa.delete(outbox).where(outbox.c.position.in_(positions)))).rowcount)
