@@ -67,7 +67,8 @@ async def _record(event: Event, uow: UnitOfWork) -> None:
 
 
 async def _record_many(events: Sequence[Event], uow: UnitOfWork) -> None:
-    await uow.conn.execute(_RECORD_MANY, {"ids": [str(e.id) for e in events]})
+    # uow.execute: by asyncpg in the workers' units of work, the way a consumer on the hot path writes.
+    await uow.execute(_RECORD_MANY, {"ids": [str(e.id) for e in events]})
 
 
 def _consumer(name: str, transport: Literal["tasks", "stream"]) -> Consumer:

@@ -134,6 +134,13 @@ class Container:
         """A new unit of work (one transaction); ``raw``: asyncpg directly on PostgreSQL (hot paths)."""
         return UnitOfWork(self.engine, write_lock=self.write_lock, after_commit=self.dispatcher.wake, raw=raw)
 
+    def consumer_uow(self) -> UnitOfWork:
+        """A unit of work for a worker's batch: the inbox claim and the transaction by asyncpg, the
+        consumers' own statements through ``conn`` in the same transaction (``mixed``)."""
+        return UnitOfWork(
+            self.engine, write_lock=self.write_lock, after_commit=self.dispatcher.wake, raw=True, mixed=True
+        )
+
     @property
     def hold_ttl(self) -> timedelta:
         return timedelta(seconds=self.settings.hold_ttl_seconds)

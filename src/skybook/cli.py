@@ -158,7 +158,7 @@ def worker() -> None:
     serve_metrics(settings.backbone_metrics_port, settings.host)
     runner = Worker(
         consumers,
-        container.uow,
+        container.consumer_uow,
         container.clock,
         names,
         WorkerOptions(

@@ -110,7 +110,7 @@ async def test_a_failing_message_in_a_batch_does_not_undo_the_others_and_redeliv
             raise RuntimeError("bad")
         effects.append(event.data["n"])
 
-    handling = Handling(Consumer("c1", frozenset({"x.y"}), handle), container.uow, container.clock)
+    handling = Handling(Consumer("c1", frozenset({"x.y"}), handle), container.consumer_uow, container.clock)
     batch = [Event(type="x.y", aggregate_id="a", data={"n": n, "poison": n == 2}) for n in range(4)]
 
     errors = await handling.batch(batch)
@@ -174,7 +174,7 @@ async def test_a_batch_consumer_gets_only_new_events_in_order_and_a_poison_batch
         batches.append([e.data["n"] for e in events])
 
     consumer = Consumer("c1", frozenset({"x.y"}), handle, handle_many=handle_many)
-    handling = Handling(consumer, container.uow, container.clock)
+    handling = Handling(consumer, container.consumer_uow, container.clock)
     first = [Event(type="x.y", aggregate_id="a", data={"n": n}) for n in range(3)]
 
     assert await handling.batch(first) == [None, None, None]

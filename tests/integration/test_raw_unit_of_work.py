@@ -25,7 +25,8 @@ from skybook.bootstrap import Container, bootstrap
 from skybook.inventory.tables import booking_classes, flight_cabins
 from skybook.platform.dberrors import database_unavailable
 from skybook.platform.errors import Busy
-from skybook.platform.outbox import outbox
+from skybook.platform.events import Event
+from skybook.platform.outbox import inbox, outbox
 from skybook.platform.pgraw import compile_raw
 from tests.conftest import Database, Network
 
@@ -241,3 +242,68 @@ async def test_a_hold_cancelled_while_its_statement_waits_leaves_no_connection_b
     async with container.engine.connect() as conn:
         committed = await conn.scalar(sa.select(sa.func.count()).select_from(orders).where(orders.c.id == held.id))
     assert committed == 1
+
+
+# --- The workers' mixed unit of work: asyncpg's transaction, SQLAlchemy's statements inside it ---
+
+_INBOX_ROW = sa.insert(inbox).values(
+    consumer=sa.bindparam("consumer"), event_id=sa.bindparam("event_id"), handled_at=sa.bindparam("at")
+)
+
+
+async def _inbox_of(c: Container, consumer: str) -> int:
+    async with c.engine.connect() as conn:
+        return int(await conn.scalar(sa.select(sa.func.count()).select_from(inbox).where(inbox.c.consumer == consumer)))
+
+
+async def test_a_mixed_unit_of_work_keeps_or_undoes_its_sqlalchemy_and_its_asyncpg_statements_together(
+    one_connection: Container,
+) -> None:
+    consumer = f"mixed-{uuid.uuid4().hex[:8]}"
+
+    async def write_both(commit: bool) -> None:
+        async with one_connection.consumer_uow() as uow:
+            await uow.execute(_INBOX_ROW, {"consumer": consumer, "event_id": uuid.uuid4(), "at": datetime.now(UTC)})
+            await uow.conn.execute(
+                _INBOX_ROW, {"consumer": consumer, "event_id": uuid.uuid4(), "at": datetime.now(UTC)}
+            )
+            uow.emit(Event(type="x.mixed", aggregate_id=consumer, data={}))
+            if commit:
+                await uow.commit()
+
+    await write_both(commit=False)
+    assert await _inbox_of(one_connection, consumer) == 0  # SQLAlchemy's row went with asyncpg's
+    await write_both(commit=True)
+    assert await _inbox_of(one_connection, consumer) == 2
+    async with one_connection.engine.connect() as conn:
+        assert (
+            await conn.scalar(sa.select(sa.func.count()).select_from(outbox).where(outbox.c.aggregate_id == consumer))
+            == 1
+        )
+
+
+async def test_a_failed_sqlalchemy_statement_in_a_mixed_unit_of_work_leaves_the_pooled_connection_as_lent(
+    one_connection: Container,
+) -> None:
+    consumer = f"mixed-{uuid.uuid4().hex[:8]}"
+
+    async def write_one_key_twice() -> None:
+        async with one_connection.consumer_uow() as uow:
+            await uow.execute(_INBOX_ROW, {"consumer": consumer, "event_id": uuid.uuid4(), "at": datetime.now(UTC)})
+            params = {"consumer": consumer, "event_id": uuid.uuid4(), "at": datetime.now(UTC)}
+            await uow.conn.execute(_INBOX_ROW, params)
+            await uow.conn.execute(_INBOX_ROW, params)
+
+    with pytest.raises(sa.exc.IntegrityError):
+        await write_one_key_twice()
+    assert await _inbox_of(one_connection, consumer) == 0
+
+    # The pool's only connection came back out of autocommit and outside any transaction: an
+    # ordinary unit of work on it still undoes what it does not commit.
+    async with one_connection.uow() as uow:
+        await uow.conn.execute(_INBOX_ROW, {"consumer": consumer, "event_id": uuid.uuid4(), "at": datetime.now(UTC)})
+    assert await _inbox_of(one_connection, consumer) == 0
+    async with one_connection.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert raw.dbapi_connection.autocommit is False
+        assert not raw.driver_connection.is_in_transaction()

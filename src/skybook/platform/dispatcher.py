@@ -55,7 +55,7 @@ async def handle_claimed(consumer: Consumer, events: Sequence[Event], uow: UnitO
     commits, or rolls back everything when this raises (then it retries the events one by one).
     Shared by the embedded dispatcher and the workers, so both keep the same rules.
     """
-    claimed = await claim_inbox_many(uow.conn, consumer=consumer.name, events=events)
+    claimed = await claim_inbox_many(uow, consumer=consumer.name, events=events)
     fresh: list[Event] = []
     for event in events:
         if event.id in claimed:

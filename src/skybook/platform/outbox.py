@@ -7,8 +7,8 @@ so an event exists if and only if its change committed. Consumers record each ha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -143,18 +143,32 @@ async def claim_inbox(conn: AsyncConnection, *, consumer: str, event: Event) -> 
     return bool(result.rowcount)
 
 
-async def claim_inbox_many(conn: AsyncConnection, *, consumer: str, events: Sequence[Event]) -> set[Any]:
+class InboxTransaction(Protocol):
+    """What claiming a batch needs of a unit of work (``skybook.platform.uow.UnitOfWork``)."""
+
+    @property
+    def dialect_name(self) -> str: ...
+
+    @property
+    def conn(self) -> AsyncConnection: ...
+
+    async def all(self, stmt: sa.ClauseElement, params: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]: ...
+
+
+async def claim_inbox_many(uow: InboxTransaction, *, consumer: str, events: Sequence[Event]) -> set[Any]:
     """Claim several events in one statement; returns the ids that were new (the others were handled)."""
     from skybook.platform.db import utcnow
 
     if not events:
         return set()
     now = utcnow()
-    if conn.dialect.name == "postgresql":
+    if uow.dialect_name == "postgresql":
         # The ids travel as one array: one statement whatever the batch size, compiled once,
-        # instead of a multi-row VALUES compiled anew for every batch size seen.
-        result = await conn.execute(_CLAIM_MANY_PG, {"consumer": consumer, "ids": [e.id for e in events], "at": now})
-        return set(result.scalars())
+        # instead of a multi-row VALUES compiled anew for every batch size seen. Through ``all``, a
+        # raw unit of work (the workers') sends it with asyncpg.
+        rows = await uow.all(_CLAIM_MANY_PG, {"consumer": consumer, "ids": [e.id for e in events], "at": now})
+        return {row["event_id"] for row in rows}  # asyncpg's UUIDs hash and compare as uuid.UUID
+    conn = uow.conn
     result = await conn.execute(
         insert_ignoring_conflicts(conn, inbox)
         .values([{"consumer": consumer, "event_id": e.id, "handled_at": now} for e in events])

@@ -89,6 +89,12 @@ class UnitOfWork:
       pooled SQLAlchemy one (``skybook.platform.pgraw``): the hot write paths (holds) skip
       SQLAlchemy's execution layer, which cost more CPU than the statements themselves. Such a unit
       of work has no ``conn``; on SQLite ``raw`` changes nothing.
+
+    ``mixed=True`` (with ``raw``) is for code that is partly on each side, the event consumers:
+    asyncpg begins the transaction on entry and commits it, the unit of work's own statements
+    (``one``, ``all``, the inbox claim) go by asyncpg, and ``conn`` is lent for the rest, switched
+    to autocommit so that SQLAlchemy begins nothing of its own: its statements run in the asyncpg
+    transaction. A worker's batch so costs about half the CPU (bench/events.py).
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class UnitOfWork:
         write_lock: asyncio.Lock | None = None,
         after_commit: Callable[[], None] | None = None,
         raw: bool = False,
+        mixed: bool = False,
     ) -> None:
         self._engine = engine
         self._write_lock = write_lock
@@ -105,9 +112,11 @@ class UnitOfWork:
         self._events: list[Event] = []
         self._committed = False
         self._raw = raw and engine.dialect.name == "postgresql"
+        self._mixed = mixed and self._raw
         self._conn: AsyncConnection | None = None
         self._pg: Any = None  # asyncpg.Connection of a raw unit of work
         self._pg_tx: Any = None  # its asyncpg Transaction, started on the first statement
+        self._dbapi: Any = None  # SQLAlchemy's adapter of it, in autocommit while mixed
         self._lost = False
 
     @property
@@ -118,7 +127,7 @@ class UnitOfWork:
     @property
     def conn(self) -> AsyncConnection:
         """The SQLAlchemy connection of this transaction (not on a raw unit of work)."""
-        if self._raw:
+        if self._raw and not self._mixed:
             raise RuntimeError("a raw unit of work runs its statements with uow.one(), not uow.conn")
         if self._conn is None:
             raise RuntimeError("the unit of work is not open")
@@ -136,6 +145,13 @@ class UnitOfWork:
                 # and takes it back (its reset on return finds no transaction of its own).
                 self._conn = conn
                 self._pg = (await conn.get_raw_connection()).driver_connection
+                if self._mixed:
+                    # Autocommit only tells SQLAlchemy's asyncpg adapter not to BEGIN (nothing is
+                    # sent; set on the DBAPI connection, so the pool has no isolation level to reset
+                    # on return): the transaction is the one begun here, before ``conn`` can run.
+                    self._dbapi = (await conn.get_raw_connection()).dbapi_connection
+                    self._dbapi.autocommit = True
+                    await self._raw_tx()
                 return self
             if self._write_lock is not None:
                 conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
@@ -164,6 +180,25 @@ class UnitOfWork:
         result = await self.conn.execute(stmt, params)  # type: ignore[call-overload]
         found: Mapping[str, Any] | None = result.mappings().first()
         return found
+
+    async def execute(self, stmt: sa.ClauseElement, params: Mapping[str, Any]) -> None:
+        """Run ``stmt`` for its effect (no rows wanted). Build ``stmt`` once."""
+        if self._raw:
+            pg = await self._raw_tx()
+            raw = compile_raw(stmt)
+            await pg.execute(raw.sql, *raw.args(params))
+            return
+        await self.conn.execute(stmt, params)  # type: ignore[call-overload]
+
+    async def all(self, stmt: sa.ClauseElement, params: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+        """Every row of ``stmt`` as mappings by column name. Build ``stmt`` once."""
+        if self._raw:
+            pg = await self._raw_tx()
+            raw = compile_raw(stmt)
+            rows: Sequence[Mapping[str, Any]] = await pg.fetch(raw.sql, *raw.args(params))
+            return rows
+        result = await self.conn.execute(stmt, params)  # type: ignore[call-overload]
+        return list(result.mappings())
 
     def emit(self, *events: Event) -> None:
         """Queue events to be written to the outbox when (and only if) the transaction commits."""
@@ -268,8 +303,10 @@ class UnitOfWork:
         import asyncpg  # type: ignore[import-untyped]
 
         # A domain refusal or an error the server reported leaves the connection idle; a cancelled
-        # or otherwise interrupted call may not.
-        clean = exc is None or isinstance(exc, DomainError | asyncpg.PostgresError)
+        # or otherwise interrupted call may not. (SQLAlchemy wraps what a mixed unit of work's
+        # ``conn`` met; a rollback that fails below still keeps the connection out of the pool.)
+        server_error = asyncpg.PostgresError | sa.exc.DBAPIError
+        clean = exc is None or isinstance(exc, DomainError | server_error)
         clean = clean and not isinstance(exc, asyncpg.PostgresConnectionError)
         if clean and self._pg_tx is not None and not self._committed:
             try:
@@ -282,6 +319,8 @@ class UnitOfWork:
             if isinstance(exc, broke) or self._pg.is_closed():
                 self._lost = True  # answered 503 database_unavailable; otherwise the error stands
             await conn.invalidate()
+        if self._dbapi is not None:
+            self._dbapi.autocommit = False  # back to the pool as SQLAlchemy lent it
         await conn.close()
 
 
