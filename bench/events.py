@@ -62,12 +62,12 @@ _RECORD_MANY = sa.text(
 ).bindparams(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text)))
 
 
+# uow.execute: by asyncpg in the workers' units of work, the way a consumer on the hot path writes.
 async def _record(event: Event, uow: UnitOfWork) -> None:
-    await uow.conn.execute(_RECORD, {"e": str(event.id)})
+    await uow.execute(_RECORD, {"e": str(event.id)})
 
 
 async def _record_many(events: Sequence[Event], uow: UnitOfWork) -> None:
-    # uow.execute: by asyncpg in the workers' units of work, the way a consumer on the hot path writes.
     await uow.execute(_RECORD_MANY, {"ids": [str(e.id) for e in events]})
 
 

@@ -38,7 +38,7 @@ from skybook.platform.events import Event
 from skybook.platform.logs import handling_event
 from skybook.platform.messaging import ATTEMPTS_HEADER, BUSY_RETRIES_HEADER, Names, decode
 from skybook.platform.messaging.metrics import WORKER_BATCH, WORKER_HANDLED
-from skybook.platform.outbox import claim_inbox, dead_letters
+from skybook.platform.outbox import claim_inbox_many, dead_letters
 from skybook.platform.uow import UnitOfWork
 
 log = logging.getLogger("skybook.worker")
@@ -96,7 +96,8 @@ class Handling:
     async def one(self, event: Event) -> bool:
         """Handle one event in its own transaction; False when it was a redelivery."""
         async with self._uow() as uow:
-            fresh = await claim_inbox(uow.conn, consumer=self.consumer.name, event=event)
+            # The batch claim with a batch of one: by asyncpg in the workers' units of work.
+            fresh = event.id in await claim_inbox_many(uow, consumer=self.consumer.name, events=[event])
             if fresh:
                 with handling_event(event, self.consumer.name):
                     await self.consumer.handle(event, uow)
