@@ -251,6 +251,7 @@ class Worker:
         name = handling.consumer.name
         opts = self._options
         connection = await aio_pika.connect(self._rabbitmq_url, timeout=10)
+        stopping: asyncio.Future[Any] | None = None
         try:
             channel = await connection.channel(publisher_confirms=True)
             await channel.set_qos(prefetch_count=opts.prefetch)
@@ -270,32 +271,29 @@ class Worker:
             # IncomingMessage (dozens of attribute sets) that this loop does not need.
             raw = await channel.get_underlay_channel()
             assert isinstance(raw, RawChannel)
-            arrived: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
-            closed = asyncio.Event()
-            connection.close_callbacks.add(lambda *_: closed.set())
+            # Deliveries, and None when the connection closed or the worker stops: one queue to
+            # wait on, instead of three futures (and an asyncio.wait) for every batch.
+            arrived: asyncio.Queue[DeliveredMessage | None] = asyncio.Queue()
+            connection.close_callbacks.add(lambda *_: arrived.put_nowait(None))
+            stopping = asyncio.ensure_future(self._stop.wait())
+            stopping.add_done_callback(lambda _: arrived.put_nowait(None))
             await raw.basic_consume(self._names.queue(name), arrived.put)
-            while not self._stop.is_set():
-                if arrived.empty():
-                    getter = asyncio.ensure_future(arrived.get())
-                    gone = asyncio.ensure_future(closed.wait())
-                    stopping = asyncio.ensure_future(self._stop.wait())
-                    await asyncio.wait({getter, gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                    gone.cancel()
-                    stopping.cancel()
-                    if not getter.done():
-                        getter.cancel()
-                        if self._stop.is_set():
-                            return
-                        raise ConnectionError("rabbitmq connection closed")
-                    batch = [getter.result()]
-                    if opts.batch_wait > 0 and arrived.qsize() + 1 < opts.prefetch:
-                        # Let what is already on its way join this batch: one transaction and one
-                        # ack for several messages cost about what one message alone does.
-                        await asyncio.sleep(opts.batch_wait)
-                else:
-                    batch = []
-                while len(batch) < opts.prefetch and not arrived.empty():
-                    batch.append(arrived.get_nowait())
+            ended = False
+            while not ended and not self._stop.is_set():
+                first = await arrived.get()
+                if first is not None and opts.batch_wait > 0 and arrived.qsize() + 1 < opts.prefetch:
+                    # Let what is already on its way join this batch: one transaction and one
+                    # ack for several messages cost about what one message alone does.
+                    await asyncio.sleep(opts.batch_wait)
+                batch: list[DeliveredMessage] = []
+                got = first
+                while got is not None:
+                    batch.append(got)
+                    if len(batch) >= opts.prefetch or arrived.empty():
+                        break
+                    got = arrived.get_nowait()
+                # Handle (and settle) what arrived before the end, then end.
+                ended = got is None
                 events: list[Event] = []
                 decoded: list[DeliveredMessage] = []
                 for msg in batch:
@@ -328,7 +326,11 @@ class Worker:
                         )
                         WORKER_HANDLED.labels(name, "retried").inc()
                     await raw.basic_ack(_tag(msg))
+            if not self._stop.is_set():
+                raise ConnectionError("rabbitmq connection closed")
         finally:
+            if stopping is not None:
+                stopping.cancel()
             with contextlib.suppress(Exception):
                 await connection.close()
 
