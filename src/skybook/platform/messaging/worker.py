@@ -280,10 +280,11 @@ class Worker:
             await raw.basic_consume(self._names.queue(name), arrived.put)
             ended = False
             while not ended and not self._stop.is_set():
+                idle = arrived.empty()
                 first = await arrived.get()
-                if first is not None and opts.batch_wait > 0 and arrived.qsize() + 1 < opts.prefetch:
-                    # Let what is already on its way join this batch: one transaction and one
-                    # ack for several messages cost about what one message alone does.
+                if idle and first is not None and opts.batch_wait > 0 and arrived.qsize() + 1 < opts.prefetch:
+                    # After a wait, let what is already on its way join this batch: one transaction
+                    # and one ack for several messages cost about what one message alone does.
                     await asyncio.sleep(opts.batch_wait)
                 batch: list[DeliveredMessage] = []
                 got = first
