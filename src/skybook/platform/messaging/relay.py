@@ -17,6 +17,14 @@ serialise every commit for nothing. A loop that has caught up takes the lock, wh
 writers that skipped their NOTIFY to commit, reads the outbox once more, and only then sleeps; it
 is released when every loop has fallen behind (full batches), when nothing needs waking.
 
+Marks ride on the next read: on PostgreSQL the leader marks the rows of a round in the statement
+that reads the next round's rows (``_MARK_AND_PENDING_SQL``), which leaves them out of what it
+reads; a loop with nothing more to read marks them alone after ``MARK_DELAY_S``. At a steady
+trickle, when every event is a round of its own, that is one round trip per round instead of two,
+and the next event no longer waits behind the previous one's mark. A relay that dies with marks
+still held publishes those rows again once a relay leads (at least once, as for a crash between
+publish and mark).
+
 Several relays: on PostgreSQL they elect a leader with an advisory lock held on the connection
 that also LISTENs for the outbox trigger's NOTIFY; the others wait and take over within a poll
 interval when the leader dies (its session ends, the lock goes with it). We chose a single
@@ -56,6 +64,8 @@ RELAY_IDLE_LOCK_KEY = 0x5B0_0C_7E1B
 # How long taking the idle lock may wait for writers still in their transactions before the loop
 # reads the outbox again instead (the other loop shares the session meanwhile).
 IDLE_LOCK_WAIT_S = 0.1
+# How long a loop with nothing to read keeps the marks of its last round before writing them alone.
+MARK_DELAY_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,8 @@ class Relay:
         # Bumped each time the idle lock is taken: a read that began before it may have missed
         # rows whose writers did not notify.
         self._idle_generation = 0
+        # Per destination: positions published and confirmed, not yet marked, and when confirmed.
+        self._unmarked: dict[str, tuple[list[int], datetime]] = {}
 
     def stop(self) -> None:
         self._stop.set()
@@ -154,6 +166,7 @@ class Relay:
             await conn.execute("SET plan_cache_mode TO force_custom_plan")
             self._session = _Session(conn)
             self._caught_up.clear()
+            self._unmarked.clear()
             pumps = asyncio.ensure_future(self._pump_all())
             stop = asyncio.ensure_future(self._stop.wait())
             gone = asyncio.ensure_future(lost.wait())
@@ -162,6 +175,13 @@ class Relay:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pumps
+            if not lost.is_set():
+                # Leaving (stopped): write the marks still held, so a next relay need not publish
+                # those rows again.
+                with contextlib.suppress(Exception):
+                    for destination, (positions, at) in self._unmarked.items():
+                        await self._session.mark(destination, positions, at)
+                self._unmarked.clear()
             if pumps.done() and not pumps.cancelled() and pumps.exception() is not None:
                 raise pumps.exception()  # type: ignore[misc]
         finally:
@@ -196,8 +216,10 @@ class Relay:
                 continue  # more is waiting: no need to be woken
             if not await self._may_sleep(publisher.destination, generation):
                 continue  # read again first: rows committed before the idle lock sent no NOTIFY
+            # Marks held: the next round writes them, woken or not.
+            timeout = MARK_DELAY_S if publisher.destination in self._unmarked else self._options.poll_interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=self._options.poll_interval)
+                await asyncio.wait_for(wake.wait(), timeout=timeout)
 
     async def _may_sleep(self, destination: str, read_generation: int) -> bool:
         """A loop caught up: make sure writers will NOTIFY, then say whether it may sleep now."""
@@ -224,7 +246,8 @@ class Relay:
         session = self._session
         rows: list[Any]
         if session is not None:
-            rows = await session.pending(publisher.destination, self._options.batch_size)
+            carried = self._unmarked.pop(publisher.destination, None)
+            rows = await session.pending(publisher.destination, self._options.batch_size, carried)
         else:
             async with self._engine.connect() as conn:
                 rows = list(
@@ -244,7 +267,10 @@ class Relay:
         else:
             done = [r.position for r in rows]
         if done and session is not None:
-            await session.mark(publisher.destination, done, self._clock.now())
+            if confirmed == len(wanted):
+                self._unmarked[publisher.destination] = (done, self._clock.now())  # the next read marks them
+            else:
+                await session.mark(publisher.destination, done, self._clock.now())
         elif done:
             async with self._engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
@@ -349,9 +375,14 @@ class _Session:
                 await self._conn.fetchval("SELECT pg_advisory_unlock($1)", RELAY_IDLE_LOCK_KEY)
                 self.idle_held = False
 
-    async def pending(self, destination: str, limit: int) -> list[_Row]:
+    async def pending(self, destination: str, limit: int, mark: tuple[list[int], datetime] | None = None) -> list[_Row]:
+        """The oldest pending rows; with ``mark`` (positions, when confirmed), marks those rows in the
+        same statement and leaves them out (its snapshot still sees them pending)."""
         async with self._lock:
-            records = await self._conn.fetch(_PENDING_SQL[destination], limit)
+            if mark is None:
+                records = await self._conn.fetch(_PENDING_SQL[destination], limit)
+            else:
+                records = await self._conn.fetch(_MARK_AND_PENDING_SQL[destination], limit, *mark)
         return [
             _Row(
                 position=r["position"],
@@ -380,6 +411,16 @@ _PENDING_SQL = {
     "causation_id, data FROM outbox WHERE stream_sent_at IS NULL ORDER BY position LIMIT $1",
     "tasks": "SELECT position, event_id, type, version, occurred_at, tenant_id, aggregate_id, correlation_id, "
     "causation_id, data FROM outbox WHERE tasks_sent_at IS NULL ORDER BY position LIMIT $1",
+}
+_MARK_AND_PENDING_SQL = {
+    "stream": "WITH marked AS (UPDATE outbox SET stream_sent_at = $3 WHERE position = ANY($2::bigint[])) "
+    "SELECT position, event_id, type, version, occurred_at, tenant_id, aggregate_id, correlation_id, "
+    "causation_id, data FROM outbox WHERE stream_sent_at IS NULL AND position <> ALL($2::bigint[]) "
+    "ORDER BY position LIMIT $1",
+    "tasks": "WITH marked AS (UPDATE outbox SET tasks_sent_at = $3 WHERE position = ANY($2::bigint[])) "
+    "SELECT position, event_id, type, version, occurred_at, tenant_id, aggregate_id, correlation_id, "
+    "causation_id, data FROM outbox WHERE tasks_sent_at IS NULL AND position <> ALL($2::bigint[]) "
+    "ORDER BY position LIMIT $1",
 }
 _MARK_SQL = {
     "stream": "UPDATE outbox SET stream_sent_at = $2 WHERE position = ANY($1::bigint[])",
