@@ -413,7 +413,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 # The mock cluster holds every fetch for the full fetch.wait.max.ms even when records
                 # are there (a real broker answers at once), which would measure that setting only.
                 # 2 ms, not 5: in three interleaved runs of each, p50 5.2-7.1 ms and p99 10.6-15.3 ms
-                # against 8.1-8.9 and 18.0-21.9 ms, for 0.06 ms more worker CPU per event.
+                # against 8.0-8.9 and 18.0-21.9 ms, for about 0.07 ms more worker CPU per event.
                 env["SKYBOOK_KAFKA_FETCH_WAIT_MAX_MS"] = str(args.kafka_fetch_wait_ms)
                 env["SKYBOOK_EXTRA_CONSUMERS"] = "bench.events:stream_consumers"
             else:
