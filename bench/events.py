@@ -119,6 +119,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def latency_figures(ms: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of latencies in milliseconds."""
+    return {
+        "p50_ms": round(percentile(ms, 0.50), 2),
+        "p90_ms": round(percentile(ms, 0.90), 2),
+        "p99_ms": round(percentile(ms, 0.99), 2),
+        "max_ms": round(max(ms), 2),
+    }
+
+
 class Run:
     def __init__(self, args: argparse.Namespace, engine: Any, transport: str, env: dict[str, str]) -> None:
         self.args = args
@@ -220,17 +230,8 @@ class Run:
             "target_rate": self.args.rate,
             "offered_rate": wrote["offered_rate"],
             "writes_more_than_5ms_late": wrote["late"],
-            "p50_ms": round(percentile(lat, 0.50), 2),
-            "p90_ms": round(percentile(lat, 0.90), 2),
-            "p99_ms": round(percentile(lat, 0.99), 2),
-            "max_ms": round(max(lat), 2),
-            "warmup": {
-                "seconds": self.args.warmup,
-                "events": len(warm),
-                "p50_ms": round(percentile(warm, 0.50), 2) if warm else None,
-                "p99_ms": round(percentile(warm, 0.99), 2) if warm else None,
-                "max_ms": round(max(warm), 2) if warm else None,
-            },
+            **latency_figures(lat),
+            "warmup": {"seconds": self.args.warmup, "events": len(warm), **(latency_figures(warm) if warm else {})},
             "writer_cpu_s": wrote["cpu_s"],
         }
 
@@ -268,8 +269,9 @@ class Writers:
         rows = outbox_rows(events)
         columns = [[r[c] for r in rows] for c in _COLUMNS[:-1]] + [[_json_text(r["data"]) for r in rows]]
         writer = await self.writers.get()
+        _conn, insert = writer
         try:
-            await writer[1].fetchval(*columns)  # one statement: its return is the commit's
+            await insert.fetchval(*columns)  # one statement: its return is the commit's
             at = time.time()
         finally:
             self.writers.put_nowait(writer)
