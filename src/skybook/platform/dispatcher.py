@@ -22,7 +22,7 @@ from skybook.platform.clock import Clock
 from skybook.platform.dberrors import retry_can_help
 from skybook.platform.events import Event
 from skybook.platform.logs import handling_event
-from skybook.platform.outbox import claim_inbox, claim_inbox_many, event_from_row, outbox
+from skybook.platform.outbox import claim_inbox_many, event_from_row, outbox
 from skybook.platform.uow import UnitOfWork
 
 log = logging.getLogger("skybook.dispatcher")
@@ -150,7 +150,7 @@ class InProcessDispatcher:
     async def _handle_one(self, consumer: Consumer, event: Event) -> None:
         with handling_event(event, consumer.name):
             async with self._uow() as uow:
-                if await claim_inbox(uow.conn, consumer=consumer.name, event=event):
+                if event.id in await claim_inbox_many(uow, consumer=consumer.name, events=[event]):
                     await consumer.handle(event, uow)
                 await uow.commit()
 

@@ -133,16 +133,6 @@ _CLAIM_MANY_PG = (
 )
 
 
-async def claim_inbox(conn: AsyncConnection, *, consumer: str, event: Event) -> bool:
-    """Record that ``consumer`` handles ``event``; False when it already did (a redelivery)."""
-    from skybook.platform.db import utcnow
-
-    result = await conn.execute(
-        insert_ignoring_conflicts(conn, inbox).values(consumer=consumer, event_id=event.id, handled_at=utcnow())
-    )
-    return bool(result.rowcount)
-
-
 class InboxTransaction(Protocol):
     """What claiming a batch needs of a unit of work (``skybook.platform.uow.UnitOfWork``)."""
 
