@@ -31,8 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from skybook.platform.clock import SystemClock
 from skybook.platform.db import create_engine
 from skybook.platform.events import Event
@@ -77,14 +75,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.to_thread(upgrade, args.database_url)
     engine = create_engine(args.database_url, pool_size=4)
     async with engine.begin() as conn:
-        await conn.execute(sa.text("CREATE TABLE bench_effects (event_id text PRIMARY KEY, handled_at float8)"))
+        await conn.execute(be.CREATE_EFFECTS)
     consumer = be.tasks_consumers()[0]
     clock = SystemClock()
     plain = Handling(consumer, lambda: UnitOfWork(engine), clock)
     mixed = Handling(consumer, lambda: UnitOfWork(engine, raw=True, mixed=True), clock)
-    raw = await asyncpg.connect(
-        bb.pg_dsn(args.database_url, sa.engine.make_url(args.database_url).database), timeout=10
-    )
+    raw = await asyncpg.connect(bb.pg_dsn(args.database_url), timeout=10)
 
     async def by_hand(batch: list[Event]) -> None:
         async with raw.transaction():

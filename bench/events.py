@@ -55,6 +55,8 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+# The bench consumer's effects: one row per event, when it was handled (seconds since the epoch).
+CREATE_EFFECTS = sa.text("CREATE TABLE bench_effects (event_id text PRIMARY KEY, handled_at float8)")
 _RECORD = sa.text("INSERT INTO bench_effects (event_id, handled_at) VALUES (:e, extract(epoch from clock_timestamp()))")
 # A batch's effects in one statement (clock_timestamp() is read per row, when the row is written).
 _RECORD_MANY = sa.text(
@@ -384,7 +386,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.to_thread(upgrade, args.database_url)
     engine = create_async_engine(args.database_url, pool_size=4)
     async with engine.begin() as conn:
-        await conn.execute(sa.text("CREATE TABLE bench_effects (event_id text PRIMARY KEY, handled_at float8)"))
+        await conn.execute(CREATE_EFFECTS)
     holder, bootstrap = kafka_mock() if "kafka" in args.transports else (None, "")
     results: dict[str, Any] = {
         "load_average_before": os.getloadavg(),
