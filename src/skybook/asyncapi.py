@@ -3,7 +3,8 @@
 Channels follow the event backbone: domain events go to one Kafka topic per context
 (``skybook.<context>.events``, message key = aggregate id), and to the RabbitMQ topic exchange
 ``skybook.tasks`` with the event type as routing key, where each ``tasks`` consumer has a durable
-queue of its own. Payload schemas come from the versioned Pydantic models, so the document is
+queue of its own; a message there carries one event, or several consecutive events of one type as
+a JSON array (``<Model>Batch``). Payload schemas come from the versioned Pydantic models, so the document is
 exactly what the code validates against.
 """
 
@@ -22,6 +23,7 @@ from skybook.payments import events as payment_events
 from skybook.platform.dispatcher import Consumer
 from skybook.platform.event_schemas import EventEnvelope, EventPayload
 from skybook.platform.events import Event
+from skybook.platform.messaging import EVENTS_HEADER
 
 TASKS_EXCHANGE = "skybook.tasks"
 _SCHEMA_REF = "#/components/schemas/{model}"
@@ -99,6 +101,18 @@ def build_asyncapi(consumers: Iterable[Consumer] = ()) -> dict[str, Any]:
                 "amqp": {"contentEncoding": "utf-8", "messageType": m.event_type, "bindingVersion": "0.3.0"},
             },
         }
+        # On RabbitMQ the relay puts consecutive events of one type in one message, as an array.
+        messages[f"{name}Batch"] = {
+            "name": f"{m.event_type}.batch",
+            "title": f"{m.event_type} v{m.event_version}, several in one message",
+            "summary": f"Two or more {m.event_type} events in commit order, up to SKYBOOK_RABBITMQ_EVENTS_PER_MESSAGE "
+            f"(RabbitMQ only; header {EVENTS_HEADER} holds their number). Each is deduplicated and retried on its own.",
+            "contentType": "application/json",
+            "payload": {"type": "array", "minItems": 2, "items": messages[name]["payload"]},
+            "bindings": {
+                "amqp": {"contentEncoding": "utf-8", "messageType": m.event_type, "bindingVersion": "0.3.0"},
+            },
+        }
 
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -129,7 +143,7 @@ def build_asyncapi(consumers: Iterable[Consumer] = ()) -> dict[str, Any]:
             "title": f"{TASKS_EXCHANGE} / {m.event_type}",
             "description": f"Routing key {m.event_type} on the topic exchange {TASKS_EXCHANGE}.",
             "servers": [{"$ref": "#/servers/rabbitmq"}],
-            "messages": {m.__name__: {"$ref": f"#/components/messages/{m.__name__}"}},
+            "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in (m.__name__, f"{m.__name__}Batch")},
             "bindings": {
                 "amqp": {
                     "is": "routingKey",
@@ -149,7 +163,7 @@ def build_asyncapi(consumers: Iterable[Consumer] = ()) -> dict[str, Any]:
             "title": f"Relay publishes {m.event_type} to {TASKS_EXCHANGE}",
             "summary": "Publisher confirms with mandatory: an unroutable message is noticed, never dropped.",
             "channel": {"$ref": f"#/channels/{key}"},
-            "messages": [{"$ref": f"#/channels/{key}/messages/{m.__name__}"}],
+            "messages": [{"$ref": f"#/channels/{key}/messages/{n}"} for n in (m.__name__, f"{m.__name__}Batch")],
             "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}},
         }
     known = {m.event_type: m for m in models}
@@ -158,7 +172,9 @@ def build_asyncapi(consumers: Iterable[Consumer] = ()) -> dict[str, Any]:
             if event_type not in known:
                 continue
             name = known[event_type].__name__
+            names = [name]
             if c.transport == "tasks":
+                names.append(f"{name}Batch")
                 key = _ident(f"tasks.{event_type}")
                 queue = {
                     "queue": {"name": f"skybook.{c.name}", "durable": True, "exclusive": False, "autoDelete": False}
@@ -174,7 +190,7 @@ def build_asyncapi(consumers: Iterable[Consumer] = ()) -> dict[str, Any]:
                 "title": f"{c.name} handles {event_type}",
                 "summary": "Idempotent: the inbox records the event id with the consumer's effect.",
                 "channel": {"$ref": f"#/channels/{key}"},
-                "messages": [{"$ref": f"#/channels/{key}/messages/{name}"}],
+                "messages": [{"$ref": f"#/channels/{key}/messages/{n}"} for n in names],
                 "bindings": bindings,
             }
 

@@ -126,7 +126,11 @@ def relay() -> None:
     if settings.rabbitmq_url:
         from skybook.platform.messaging.rabbitmq import RabbitPublisher
 
-        publishers.append(RabbitPublisher(settings.rabbitmq_url, names, consumers))
+        publishers.append(
+            RabbitPublisher(
+                settings.rabbitmq_url, names, consumers, events_per_message=settings.rabbitmq_events_per_message
+            )
+        )
     if not publishers:
         raise typer.BadParameter("set SKYBOOK_KAFKA_BOOTSTRAP_SERVERS and/or SKYBOOK_RABBITMQ_URL")
     serve_metrics(settings.backbone_metrics_port, settings.host)

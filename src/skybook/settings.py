@@ -169,6 +169,14 @@ class Settings(BaseSettings):
         "(skybook.<context>.events, skybook.tasks, skybook.<consumer>).",
     )
     relay_batch_size: int = Field(500, ge=1, le=10_000, description="Most outbox rows the relay publishes at once.")
+    rabbitmq_events_per_message: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="Most consecutive events of one type the relay puts in one RabbitMQ message (a JSON array); "
+        "1: one event per message, the only form workers built before this setting existed can read (keep 1 "
+        "until every worker is upgraded).",
+    )
     relay_poll_interval_seconds: float = Field(
         1.0, gt=0, description="How often the relay looks at the outbox without a NOTIFY wake-up."
     )

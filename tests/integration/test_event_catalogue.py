@@ -138,7 +138,7 @@ async def test_the_asyncapi_document_describes_every_emitted_event(
         resolve(ref)
 
     messages = doc["components"]["messages"]
-    by_type = {m["name"]: m for m in messages.values()}
+    by_type = {m["name"]: m for m in messages.values() if not m["name"].endswith(".batch")}
     for event_type in {row.type for row in emitted}:
         message = by_type[event_type]
         envelope, specific = message["payload"]["allOf"]
@@ -165,6 +165,11 @@ async def test_the_asyncapi_document_describes_every_emitted_event(
             if c["address"] == event_type and c["bindings"]["amqp"]["exchange"]["name"] == "skybook.tasks"
         )
         assert task["bindings"]["amqp"]["is"] == "routingKey"
+        # There a message holds one event, or an array of two or more of the same envelope.
+        carried = [resolve(m["$ref"]) for m in task["messages"].values()]
+        assert carried[0] is message
+        assert carried[1]["name"] == f"{event_type}.batch"
+        assert carried[1]["payload"] == {"type": "array", "minItems": 2, "items": message["payload"]}
     for op in doc["operations"].values():
         assert op["action"] in {"send", "receive"}
         channel = resolve(op["channel"]["$ref"])
@@ -183,4 +188,5 @@ def test_skybook_asyncapi_writes_the_document(tmp_path: Path, monkeypatch: pytes
     assert result.exit_code == 0, result.output
     doc = json.loads(target.read_text())
     assert doc["asyncapi"] == "3.0.0"
-    assert {m["name"] for m in doc["components"]["messages"].values()} == {t for t, _ in CATALOGUE}
+    names = {m["name"] for m in doc["components"]["messages"].values()}
+    assert names == {t for t, _ in CATALOGUE} | {f"{t}.batch" for t, _ in CATALOGUE}

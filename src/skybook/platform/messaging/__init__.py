@@ -24,6 +24,8 @@ from skybook.platform.events import EVENT_CONTEXTS, Event
 ATTEMPTS_HEADER = "x-skybook-attempts"
 # Retries after errors that say nothing about the event (busy, database away); see WorkerOptions.
 BUSY_RETRIES_HEADER = "x-skybook-busy-retries"
+# How many events a RabbitMQ message carries, when more than one (its body is a JSON array).
+EVENTS_HEADER = "x-skybook-events"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,23 +69,48 @@ def encode(event: Event) -> bytes:
     return orjson.dumps(event.envelope(), default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
+def encode_many(encoded: Sequence[bytes]) -> bytes:
+    """Several encoded envelopes as one message body: a JSON array of them, in the order given."""
+    return b"[" + b",".join(encoded) + b"]"
+
+
 def decode(body: bytes | str) -> Event:
     """Rebuild an event from its JSON envelope; ValueError when it is not one."""
     try:
-        env: dict[str, Any] = orjson.loads(body)
-        return Event(
-            id=uuid.UUID(env["id"]),
-            type=str(env["type"]),
-            version=int(env["version"]),
-            occurred_at=datetime.fromisoformat(env["occurred_at"]),
-            tenant_id=env.get("tenant_id"),
-            aggregate_id=str(env["aggregate_id"]),
-            correlation_id=env.get("correlation_id"),
-            causation_id=env.get("causation_id"),
-            data=dict(env["data"]),
-        )
+        return _event(orjson.loads(body))
     except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
         raise ValueError(f"not an event envelope: {exc}") from exc
+
+
+def decode_many(body: bytes | str) -> list[Event]:
+    """The events of a message body: one envelope, or a non-empty JSON array of envelopes (``encode_many``).
+
+    ValueError when the body, or any element of the array, is not an envelope: the relay writes
+    whole arrays, so a message with one bad element is not one of ours.
+    """
+    try:
+        doc = orjson.loads(body)
+        if not isinstance(doc, list):
+            return [_event(doc)]
+        if not doc:
+            raise ValueError("an empty array carries no event")
+        return [_event(env) for env in doc]
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"not an event envelope: {exc}") from exc
+
+
+def _event(env: dict[str, Any]) -> Event:
+    return Event(
+        id=uuid.UUID(env["id"]),
+        type=str(env["type"]),
+        version=int(env["version"]),
+        occurred_at=datetime.fromisoformat(env["occurred_at"]),
+        tenant_id=env.get("tenant_id"),
+        aggregate_id=str(env["aggregate_id"]),
+        correlation_id=env.get("correlation_id"),
+        causation_id=env.get("causation_id"),
+        data=dict(env["data"]),
+    )
 
 
 class Publisher(Protocol):

@@ -1,7 +1,8 @@
 """``skybook worker``: runs every consumer from the brokers, effects exactly once through the inbox.
 
 A ``tasks`` consumer reads its RabbitMQ queue, a ``stream`` consumer its Kafka consumer group.
-Messages that arrived together are handled in one transaction (claim in the inbox, effect,
+A RabbitMQ message carries one event or an array of them (``RabbitPublisher``). Messages that
+arrived together are handled in one transaction (claim in the inbox, effect,
 commit) and acknowledged after the commit, so a worker killed mid-batch leaves them to be
 redelivered and the inbox drops what was already done. When a batch fails, its messages are
 handled one by one so that one bad message cannot hold up the others.
@@ -36,7 +37,7 @@ from skybook.platform.dberrors import retry_can_help
 from skybook.platform.dispatcher import Consumer, handle_claimed
 from skybook.platform.events import Event
 from skybook.platform.logs import handling_event
-from skybook.platform.messaging import ATTEMPTS_HEADER, BUSY_RETRIES_HEADER, Names, decode
+from skybook.platform.messaging import ATTEMPTS_HEADER, BUSY_RETRIES_HEADER, Names, decode, decode_many
 from skybook.platform.messaging.metrics import WORKER_BATCH, WORKER_HANDLED
 from skybook.platform.outbox import claim_inbox_many, dead_letters
 from skybook.platform.uow import UnitOfWork
@@ -50,6 +51,7 @@ _MAX_RECONNECT_BACKOFF_S = 2.0
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     prefetch: int = 64
+    """Unacknowledged messages per consumer, and most events handled in one transaction."""
     max_attempts: int = 5
     max_busy_retries: int = 100
     """Retries after failures that ``retry_can_help`` (they do not count towards ``max_attempts``)."""
@@ -286,46 +288,51 @@ class Worker:
                     # After a wait, let what is already on its way join this batch: one transaction
                     # and one ack for several messages cost about what one message alone does.
                     await asyncio.sleep(opts.batch_wait)
-                batch: list[DeliveredMessage] = []
+                # Messages with the events each carries (one, or an array from the relay), up to
+                # ``prefetch`` messages or events for one transaction.
+                batch: list[tuple[DeliveredMessage, list[Event]]] = []
+                taken = 0
                 got = first
                 while got is not None:
-                    batch.append(got)
-                    if len(batch) >= opts.prefetch or arrived.empty():
+                    try:
+                        carried = decode_many(got.body)
+                    except ValueError as exc:
+                        # Not events at all: retrying cannot help. Keep the body in the log, drop it.
+                        log.error("dropping undecodable message on %s: %s %r", name, exc, got.body[:200])
+                        await raw.basic_reject(_tag(got), requeue=False)
+                    else:
+                        batch.append((got, carried))
+                        taken += len(carried)
+                    if taken >= opts.prefetch or len(batch) >= opts.prefetch or arrived.empty():
                         break
                     got = arrived.get_nowait()
                 # Handle (and settle) what arrived before the end, then end.
                 ended = got is None
-                events: list[Event] = []
-                decoded: list[DeliveredMessage] = []
-                for msg in batch:
-                    try:
-                        events.append(decode(msg.body))
-                        decoded.append(msg)
-                    except ValueError as exc:
-                        # Not an event at all: retrying cannot help. Keep the body in the log, drop it.
-                        log.error("dropping undecodable message on %s: %s %r", name, exc, msg.body[:200])
-                        await raw.basic_reject(_tag(msg), requeue=False)
-                errors = await handling.batch(events)
-                if decoded and all(e is None for e in errors):
+                errors = await handling.batch([event for _msg, carried in batch for event in carried])
+                if batch and all(e is None for e in errors):
                     # Delivery tags grow on a channel and every earlier one was settled already.
-                    await raw.basic_ack(_tag(decoded[-1]), multiple=True)
+                    await raw.basic_ack(_tag(batch[-1][0]), multiple=True)
                     continue
-                for msg, event, error in zip(decoded, events, errors, strict=True):
-                    if error is None:
-                        await raw.basic_ack(_tag(msg))
-                        continue
+                # Some failed: each failed event is retried (or dead-lettered) alone, as a message of its
+                # own, then the message that carried it is acknowledged with the rest of its events.
+                outcome = iter(errors)
+                for msg, carried in batch:
                     headers = msg.header.properties.headers
                     failures, busy = _count(headers, ATTEMPTS_HEADER), _count(headers, BUSY_RETRIES_HEADER)
-                    counts = opts.after_failure(failures, busy, error)
-                    if counts is None:
-                        await handling.dead_letter(event, error, failures + busy + 1)
-                    else:
-                        await channel.default_exchange.publish(
-                            message(event, attempts=counts[0], busy_retries=counts[1]),
-                            routing_key=self._names.retry_queue(name, opts.retry_step(*counts)),
-                            mandatory=True,
-                        )
-                        WORKER_HANDLED.labels(name, "retried").inc()
+                    for event in carried:
+                        error = next(outcome)
+                        if error is None:
+                            continue
+                        counts = opts.after_failure(failures, busy, error)
+                        if counts is None:
+                            await handling.dead_letter(event, error, failures + busy + 1)
+                        else:
+                            await channel.default_exchange.publish(
+                                message(event, attempts=counts[0], busy_retries=counts[1]),
+                                routing_key=self._names.retry_queue(name, opts.retry_step(*counts)),
+                                mandatory=True,
+                            )
+                            WORKER_HANDLED.labels(name, "retried").inc()
                     await raw.basic_ack(_tag(msg))
             if not self._stop.is_set():
                 raise ConnectionError("rabbitmq connection closed")
