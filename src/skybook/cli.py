@@ -141,6 +141,7 @@ def relay() -> None:
         RelayOptions(
             batch_size=settings.relay_batch_size,
             poll_interval=settings.relay_poll_interval_seconds,
+            linger=settings.relay_linger_ms / 1000,
             max_backoff=settings.relay_max_backoff_seconds,
             crash_after_publish=settings.relay_crash_after_publish,
         ),

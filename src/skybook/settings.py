@@ -180,6 +180,13 @@ class Settings(BaseSettings):
     relay_poll_interval_seconds: float = Field(
         1.0, gt=0, description="How often the relay looks at the outbox without a NOTIFY wake-up."
     )
+    relay_linger_ms: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="While events flow, how long the relay waits before reading the outbox again instead of "
+        "waiting for a NOTIFY (writers stop notifying meanwhile); 0: a round per NOTIFY.",
+    )
     relay_max_backoff_seconds: float = Field(
         2.0,
         gt=0,

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from skybook.bootstrap import Container
 from skybook.platform.db import listen_dsn
 from skybook.platform.events import Event
-from skybook.platform.messaging.relay import Relay, RelayOptions
+from skybook.platform.messaging.relay import NOTIFY_CHANNEL, Relay, RelayOptions
 from skybook.platform.outbox import outbox
 from tests.conftest import Database
 
@@ -112,3 +112,41 @@ async def test_the_leader_publishes_each_event_once_in_each_writers_order_and_ma
     for part in parts:
         mine = set(part)
         assert [event_id for event_id in published if event_id in mine] == part
+
+
+async def test_while_events_flow_writers_stop_notifying_and_a_quiet_outbox_is_woken_again(
+    container: Container,
+) -> None:
+    import asyncpg
+
+    dsn = listen_dsn(container.settings.resolved_database_url)
+    heard: list[str] = []
+    listener = await asyncpg.connect(dsn)
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *_: heard.append("notify"))
+    publisher = Recording()
+    # A long linger and a poll interval far beyond the test, so that nothing else explains what is seen.
+    relay = Relay(
+        container.engine, container.clock, [publisher], RelayOptions(poll_interval=30.0, linger=0.05), listen_url=dsn
+    )
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.5)  # the leader found nothing and waits for a NOTIFY
+        flow = []
+        for i in range(100):  # 100 commits over at least a second
+            flow += await _emit(container, 1, i)
+            await asyncio.sleep(0.01)
+        await publisher.reach(100)
+        # The first commits woke the leader; from its second round on it polled and writers stayed quiet.
+        during_flow = len(heard)
+        assert 1 <= during_flow <= 20, during_flow
+
+        await asyncio.sleep(0.5)  # quiet again: the leader takes the lock back and waits
+        late = await _emit(container, 1, 1000)
+        await publisher.reach(101)  # within 20 s, not the 30 s poll interval
+        await asyncio.sleep(0.1)  # let the listener hear what the last commit sent
+        assert len(heard) > during_flow  # that commit notified
+    finally:
+        relay.stop()
+        await asyncio.wait_for(running, 10)
+        await listener.close()
+    assert publisher.ids() == flow + late  # one writer: each once, in its order
