@@ -391,6 +391,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "load_average_before": os.getloadavg(),
         "cpus": os.cpu_count(),
+        "relay": {
+            "batch_size": args.relay_batch,
+            "linger_ms": args.relay_linger_ms,
+            "rabbitmq_events_per_message": args.events_per_message,
+        },
         "note": "2 shared cores, other work running; the Kafka figures use librdkafka's in-memory mock "
         "cluster (no disk, no replication), RabbitMQ is a real broker on loopback with persistent messages "
         "and publisher confirms; PostgreSQL on loopback.",
@@ -406,6 +411,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     "SKYBOOK_DATABASE_POOL_SIZE": "10",
                     "SKYBOOK_BROKER_PREFIX": prefix,
                     "SKYBOOK_RELAY_BATCH_SIZE": str(args.relay_batch),
+                    "SKYBOOK_RELAY_LINGER_MS": str(args.relay_linger_ms),
+                    "SKYBOOK_RABBITMQ_EVENTS_PER_MESSAGE": str(args.events_per_message),
                     "SKYBOOK_WORKER_PREFETCH": str(args.prefetch),
                     "SKYBOOK_LOG_LEVEL": "INFO",
                     "SKYBOOK_DATA_DIR": args.log_dir,
@@ -504,6 +511,18 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=16, help="Concurrent writer connections.")
     parser.add_argument("--prefetch", type=int, default=500)
     parser.add_argument("--relay-batch", type=int, default=500, help="SKYBOOK_RELAY_BATCH_SIZE of the relay.")
+    parser.add_argument(
+        "--relay-linger-ms",
+        type=float,
+        default=2.0,
+        help="SKYBOOK_RELAY_LINGER_MS of the relay (0: a round per NOTIFY)",
+    )
+    parser.add_argument(
+        "--events-per-message",
+        type=int,
+        default=100,
+        help="SKYBOOK_RABBITMQ_EVENTS_PER_MESSAGE of the relay (1: one event per RabbitMQ message).",
+    )
     parser.add_argument(
         "--kafka-fetch-wait-ms",
         type=int,
