@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from skybook.platform.dispatcher import Consumer
 from skybook.platform.events import Event
 from skybook.platform.uow import UnitOfWork
 from tests.backbone import recorder
@@ -80,11 +81,7 @@ async def rabbitmq() -> str:
 @pytest.fixture
 async def prefix(rabbitmq: str) -> AsyncIterator[str]:
     """A broker prefix of this test alone; its exchange and queues are deleted afterwards."""
-    import aio_pika
-
     from skybook.bootstrap import bootstrap
-    from skybook.platform.messaging import Names
-    from skybook.platform.messaging.rabbitmq import delete_topology
     from skybook.settings import Settings
 
     name = f"bbt{uuid.uuid4().hex[:10]}"
@@ -92,9 +89,19 @@ async def prefix(rabbitmq: str) -> AsyncIterator[str]:
     container = bootstrap(Settings(_env_file=None, data_dir=Path(tempfile.gettempdir())))  # type: ignore[call-arg]
     consumers = container.consumers() + recorder.consumers()
     await container.close()
+    await delete_queues(rabbitmq, name, consumers, max_attempts=10)
+
+
+async def delete_queues(rabbitmq: str, prefix: str, consumers: Sequence[Consumer], *, max_attempts: int) -> None:
+    """Delete the exchange under ``prefix`` and these task consumers' queues, retry queues included."""
+    import aio_pika
+
+    from skybook.platform.messaging import Names
+    from skybook.platform.messaging.rabbitmq import delete_topology
+
     connection = await aio_pika.connect(rabbitmq, timeout=5)
     try:
-        await delete_topology(await connection.channel(), Names(name), consumers, max_attempts=10)
+        await delete_topology(await connection.channel(), Names(prefix), consumers, max_attempts=max_attempts)
     finally:
         await connection.close()
 

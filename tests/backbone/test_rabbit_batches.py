@@ -16,10 +16,11 @@ from skybook.bootstrap import Container
 from skybook.platform.dispatcher import Consumer
 from skybook.platform.events import Event
 from skybook.platform.messaging import EVENTS_HEADER, Names, decode_many, encode, encode_many
-from skybook.platform.messaging.rabbitmq import RabbitPublisher, delete_topology, messages_of
+from skybook.platform.messaging.rabbitmq import RabbitPublisher, messages_of
 from skybook.platform.messaging.worker import Worker, WorkerOptions
 from skybook.platform.outbox import dead_letters, inbox
 from skybook.platform.uow import UnitOfWork
+from tests.backbone.conftest import delete_queues
 
 
 def ev(kind: str, n: int, **extra: object) -> Event:
@@ -52,7 +53,6 @@ def test_a_body_that_is_not_events_is_refused_whole() -> None:
 @pytest.fixture
 async def queue_consumer(rabbitmq: str, prefix: str) -> AsyncIterator[Consumer]:
     """A task consumer of x.a and x.b that fails on events marked poison; its queues go afterwards."""
-    import aio_pika
 
     async def handle(event: Event, uow: UnitOfWork) -> None:
         if event.data.get("poison"):
@@ -60,11 +60,7 @@ async def queue_consumer(rabbitmq: str, prefix: str) -> AsyncIterator[Consumer]:
 
     consumer = Consumer("batch-probe", frozenset({"x.a", "x.b"}), handle, transport="tasks")
     yield consumer
-    connection = await aio_pika.connect(rabbitmq, timeout=5)
-    try:
-        await delete_topology(await connection.channel(), Names(prefix), [consumer], max_attempts=5)
-    finally:
-        await connection.close()
+    await delete_queues(rabbitmq, prefix, [consumer], max_attempts=5)
 
 
 async def test_the_publisher_sends_runs_of_one_type_as_one_message_each(

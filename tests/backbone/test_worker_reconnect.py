@@ -18,10 +18,11 @@ from skybook.bootstrap import Container
 from skybook.platform.dispatcher import Consumer
 from skybook.platform.events import Event
 from skybook.platform.messaging import Names
-from skybook.platform.messaging.rabbitmq import RabbitPublisher, delete_topology
+from skybook.platform.messaging.rabbitmq import RabbitPublisher
 from skybook.platform.messaging.worker import Worker, WorkerOptions
 from skybook.platform.outbox import inbox
 from skybook.platform.uow import UnitOfWork
+from tests.backbone.conftest import delete_queues
 
 
 class LoopbackProxy:
@@ -88,8 +89,6 @@ class Seen:
 @pytest.fixture
 async def probe(rabbitmq: str, prefix: str) -> AsyncIterator[tuple[Consumer, Seen]]:
     """A task consumer that records the ``n`` of each event it handles; its queues go afterwards."""
-    import aio_pika
-
     seen = Seen()
 
     async def handle(event: Event, uow: UnitOfWork) -> None:
@@ -97,11 +96,7 @@ async def probe(rabbitmq: str, prefix: str) -> AsyncIterator[tuple[Consumer, See
 
     consumer = Consumer("reconnect-probe", frozenset({"probe.tick"}), handle, transport="tasks")
     yield consumer, seen
-    connection = await aio_pika.connect(rabbitmq, timeout=5)
-    try:
-        await delete_topology(await connection.channel(), Names(prefix), [consumer], max_attempts=5)
-    finally:
-        await connection.close()
+    await delete_queues(rabbitmq, prefix, [consumer], max_attempts=5)
 
 
 async def test_a_worker_whose_broker_connection_drops_reconnects_and_handles_every_later_event_once(
