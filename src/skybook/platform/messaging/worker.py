@@ -4,8 +4,8 @@ A ``tasks`` consumer reads its RabbitMQ queue, a ``stream`` consumer its Kafka c
 A RabbitMQ message carries one event or an array of them (``RabbitPublisher``). Messages that
 arrived together are handled in one transaction (claim in the inbox, effect,
 commit) and acknowledged after the commit, so a worker killed mid-batch leaves them to be
-redelivered and the inbox drops what was already done. When a batch fails, its messages are
-handled one by one so that one bad message cannot hold up the others.
+redelivered and the inbox drops what was already done. When a batch fails, its events are
+handled one by one so that one bad event cannot hold up the others.
 
 Failures retry with a doubling delay. On RabbitMQ a failed message is moved to a holding queue
 per attempt whose TTL is the delay and which dead-letters back into the consumer's queue; the
@@ -299,7 +299,7 @@ class Worker:
                     else:
                         batch.append((got, carried))
                         taken += len(carried)
-                    if taken >= opts.prefetch or len(batch) >= opts.prefetch or arrived.empty():
+                    if taken >= opts.prefetch or arrived.empty():  # a message carries at least one event
                         break
                     got = arrived.get_nowait()
                 # Handle (and settle) what arrived before the end, then end.
