@@ -22,8 +22,8 @@ something it reads again ``linger`` later (2 ms by default), and from the second
 row it lets the idle lock go, so writers stop notifying. A NOTIFY costs every writer's commit
 its turn through PostgreSQL's notification lock, and the relay a wake-up and a round per commit:
 at 1,000 events/s in ``bench/events.py`` every event was a NOTIFY, and 71 % of the rounds to
-RabbitMQ carried one to three events. The first round that finds nothing takes the lock back (and reads once more)
-before the loop sleeps, so a quiet outbox is still woken by the next commit.
+RabbitMQ carried one to three events. The first round that finds nothing takes the lock back
+(and reads once more) before the loop sleeps, so a quiet outbox is still woken by the next commit.
 
 Marks ride on the next read: on PostgreSQL the leader marks the rows of a round in the statement
 that reads the next round's rows (``_MARK_AND_PENDING_SQL``), which leaves them out of what it
@@ -232,8 +232,9 @@ class Relay:
                 if flowing:
                     await self._reads_unwoken(publisher.destination)
                 flowing = True
-                if await self._sleep(self._options.linger):
-                    return
+                # A plain sleep (at most SKYBOOK_RELAY_LINGER_MS's bound, 100 ms): the loop's condition
+                # sees a stop after it, and nothing else needs to cut it short.
+                await asyncio.sleep(self._options.linger)
                 continue
             flowing = False
             if not await self._may_sleep(publisher.destination, generation):
