@@ -51,6 +51,11 @@ def validate_event(event: Event) -> EventPayload:
     return CATALOGUE[(event.type, event.version)].model_validate(event.data)
 
 
+def _batch_of(message: str) -> str:
+    """The message of several events of ``message``'s type in one RabbitMQ message (a JSON array)."""
+    return f"{message}Batch"
+
+
 def _ident(text: str) -> str:
     """An AsyncAPI component key (``^[a-zA-Z0-9.\\-_]+$``) from any name."""
     return re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_")
@@ -102,7 +107,7 @@ def build_asyncapi(consumers: Iterable[Consumer] = ()) -> dict[str, Any]:
             },
         }
         # On RabbitMQ the relay puts consecutive events of one type in one message, as an array.
-        messages[f"{name}Batch"] = {
+        messages[_batch_of(name)] = {
             "name": f"{m.event_type}.batch",
             "title": f"{m.event_type} v{m.event_version}, several in one message",
             "summary": f"Two or more {m.event_type} events in commit order, up to SKYBOOK_RABBITMQ_EVENTS_PER_MESSAGE "
@@ -138,12 +143,13 @@ def build_asyncapi(consumers: Iterable[Consumer] = ()) -> dict[str, Any]:
         }
     for m in models:
         key = _ident(f"tasks.{m.event_type}")
+        carried = (m.__name__, _batch_of(m.__name__))  # one event, or an array of them
         channels[key] = {
             "address": m.event_type,
             "title": f"{TASKS_EXCHANGE} / {m.event_type}",
             "description": f"Routing key {m.event_type} on the topic exchange {TASKS_EXCHANGE}.",
             "servers": [{"$ref": "#/servers/rabbitmq"}],
-            "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in (m.__name__, f"{m.__name__}Batch")},
+            "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in carried},
             "bindings": {
                 "amqp": {
                     "is": "routingKey",
@@ -163,7 +169,7 @@ def build_asyncapi(consumers: Iterable[Consumer] = ()) -> dict[str, Any]:
             "title": f"Relay publishes {m.event_type} to {TASKS_EXCHANGE}",
             "summary": "Publisher confirms with mandatory: an unroutable message is noticed, never dropped.",
             "channel": {"$ref": f"#/channels/{key}"},
-            "messages": [{"$ref": f"#/channels/{key}/messages/{n}"} for n in (m.__name__, f"{m.__name__}Batch")],
+            "messages": [{"$ref": f"#/channels/{key}/messages/{n}"} for n in carried],
             "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": "0.3.0"}},
         }
     known = {m.event_type: m for m in models}
@@ -174,7 +180,7 @@ def build_asyncapi(consumers: Iterable[Consumer] = ()) -> dict[str, Any]:
             name = known[event_type].__name__
             names = [name]
             if c.transport == "tasks":
-                names.append(f"{name}Batch")
+                names.append(_batch_of(name))
                 key = _ident(f"tasks.{event_type}")
                 queue = {
                     "queue": {"name": f"skybook.{c.name}", "durable": True, "exclusive": False, "autoDelete": False}
