@@ -34,6 +34,7 @@ from skybook.platform.migrate import upgrade
 from skybook.schema import metadata
 from skybook.settings import Settings
 from tests.invariants import check_seat_invariants
+from tests.webhook_receiver import Receiver, listening
 
 PG_ADMIN_URL = os.environ.get("SKYBOOK_TEST_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/root")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -455,8 +456,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(env: dict[str, str], count: int) -> Iterator[list[int]]:
-    """``count`` real ``skybook serve`` processes on free loopback ports, each answering ``/ready``.
+def serving(env: dict[str, str], count: int, command: str = "serve") -> Iterator[list[int]]:
+    """``count`` real ``skybook serve`` (or ``skybook api``) processes on free loopback ports, each
+    answering ``/ready``.
 
     Stopped on exit (SIGINT, then killed if they do not stop within 15 s), whatever happened.
     """
@@ -464,7 +466,7 @@ def serving(env: dict[str, str], count: int) -> Iterator[list[int]]:
     ports = [free_port() for _ in range(count)]
     servers = [
         subprocess.Popen(
-            [skybook, "serve", "--port", str(p)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [skybook, command, "--port", str(p)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         for p in ports
     ]
@@ -490,3 +492,10 @@ def serving(env: dict[str, str], count: int) -> Iterator[list[int]]:
             except subprocess.TimeoutExpired:
                 s.kill()
                 s.wait()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A tenant's webhook receiver on a free loopback port (plain HTTP)."""
+    async with listening() as r:
+        yield r

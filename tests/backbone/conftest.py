@@ -125,10 +125,16 @@ class Processes:
     logs: Path
     running: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, command: str, **settings: Any) -> subprocess.Popen[bytes]:
+    def env(self, **settings: Any) -> dict[str, str]:
+        """This test's environment for a ``skybook`` process: the caller's ``SKYBOOK_*`` dropped, the
+        base settings and ``settings`` (``name=value`` for ``SKYBOOK_NAME``) set."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SKYBOOK_")}
         env.update(self.base_env)
         env.update({f"SKYBOOK_{k.upper()}": str(v) for k, v in settings.items()})
+        return env
+
+    def start(self, command: str, **settings: Any) -> subprocess.Popen[bytes]:
+        env = self.env(**settings)
         log = self.logs / f"{command}-{len(self.running)}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "skybook.cli", *command.split()],
@@ -141,12 +147,9 @@ class Processes:
         return proc
 
     def run(self, command: str, **settings: Any) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SKYBOOK_")}
-        env.update(self.base_env)
-        env.update({f"SKYBOOK_{k.upper()}": str(v) for k, v in settings.items()})
         return subprocess.run(
             [sys.executable, "-m", "skybook.cli", *command.split()],
-            env=env,
+            env=self.env(**settings),
             cwd=self.logs,
             capture_output=True,
             text=True,
