@@ -15,6 +15,9 @@ consumer on that broker, and measures:
 
     .venv/bin/python bench/events.py --database-url postgresql+asyncpg://root@127.0.0.1:5432/skybook_bench_events
 
+``--contend 0.5`` runs everything beside one busy loop per core that takes half of it: the figures
+on a machine whose cores are shared with other work, or on a slower one.
+
 Prints one JSON document. Only 127.0.0.1 is contacted; every loop is bounded in count and time.
 """
 
@@ -388,6 +391,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     async with engine.begin() as conn:
         await conn.execute(CREATE_EFFECTS)
     holder, bootstrap = kafka_mock() if "kafka" in args.transports else (None, "")
+    spinners = contend(args.contend)
     results: dict[str, Any] = {
         "load_average_before": os.getloadavg(),
         "cpus": os.cpu_count(),
@@ -396,6 +400,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "linger_ms": args.relay_linger_ms,
             "rabbitmq_events_per_message": args.events_per_message,
         },
+        "contention": {"busy_fraction_of_each_core": args.contend, "spinners": len(spinners)},
         "note": "2 shared cores, other work running; the Kafka figures use librdkafka's in-memory mock "
         "cluster (no disk, no replication), RabbitMQ is a real broker on loopback with persistent messages "
         "and publisher confirms; PostgreSQL on loopback.",
@@ -470,12 +475,37 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 async with engine.begin() as conn:
                     await conn.execute(sa.text("TRUNCATE bench_effects"))
     finally:
+        for spinner in spinners:
+            spinner.terminate()
+            spinner.wait(timeout=10)
         await engine.dispose()
         if holder is not None:
             holder.terminate()
             holder.wait(timeout=10)
     results["load_average_after"] = os.getloadavg()
     return results
+
+
+def contend(fraction: float) -> list[subprocess.Popen[bytes]]:
+    """One busy loop per core, each spinning ``fraction`` of every 10 ms and sleeping the rest: a
+    machine whose cores are partly taken by other work (0: none).
+
+    Each ends by itself after 15 minutes even if this process dies without stopping it.
+    """
+    if fraction <= 0:
+        return []
+    argv = [sys.executable, __file__, "--spin", str(fraction)]
+    return [subprocess.Popen(argv, stdin=subprocess.DEVNULL) for _ in range(os.cpu_count() or 1)]
+
+
+def spin(fraction: float, seconds: float = 900.0) -> None:
+    period = 0.010
+    end = time.monotonic() + seconds
+    while (now := time.monotonic()) < end:
+        busy_until = now + fraction * period
+        while time.monotonic() < busy_until:
+            pass
+        time.sleep(period - fraction * period)
 
 
 async def delete_rabbit_objects(url: str, prefix: str) -> None:
@@ -536,8 +566,21 @@ def main() -> None:
     parser.add_argument(
         "--per-event", action="store_true", help="The bench consumer handles each event alone (no handle_many)."
     )
+    parser.add_argument(
+        "--contend",
+        type=float,
+        default=0.0,
+        help="Fraction (0-0.9) of each core that busy loops take for the whole run, to see the figures on a "
+        "machine whose cores are shared with other work (0: none).",
+    )
     parser.add_argument("--writer-phase", choices=["latency", "sustained"], help=argparse.SUPPRESS)
+    parser.add_argument("--spin", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.spin is not None:
+        spin(args.spin)  # one of the busy loops of --contend (started by the bench itself)
+        return
+    if not 0 <= args.contend <= 0.9:
+        parser.error("--contend is a fraction of a core between 0 and 0.9")
     if args.writer_phase:
         # The writer process (started by the bench itself): uvloop, so the load generator can
         # offer the target rate on a small machine.
