@@ -490,7 +490,7 @@ def contend(fraction: float) -> list[subprocess.Popen[bytes]]:
     """One busy loop per core, each spinning ``fraction`` of every 10 ms and sleeping the rest: a
     machine whose cores are partly taken by other work (0: none).
 
-    Each ends by itself after 15 minutes even if this process dies without stopping it.
+    Each also ends by itself when this process is gone, or after 15 minutes.
     """
     if fraction <= 0:
         return []
@@ -499,9 +499,9 @@ def contend(fraction: float) -> list[subprocess.Popen[bytes]]:
 
 
 def spin(fraction: float, seconds: float = 900.0) -> None:
-    period = 0.010
+    period, parent = 0.010, os.getppid()
     end = time.monotonic() + seconds
-    while (now := time.monotonic()) < end:
+    while (now := time.monotonic()) < end and os.getppid() == parent:
         busy_until = now + fraction * period
         while time.monotonic() < busy_until:
             pass
