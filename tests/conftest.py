@@ -456,9 +456,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(env: dict[str, str], count: int, command: str = "serve") -> Iterator[list[int]]:
+def serving(env: dict[str, str], count: int, command: str = "serve", logs: Path | None = None) -> Iterator[list[int]]:
     """``count`` real ``skybook serve`` (or ``skybook api``) processes on free loopback ports, each
-    answering ``/ready``.
+    answering ``/ready``; with ``logs``, each writes its output to ``<logs>/<command>-<port>.log``.
 
     Stopped on exit (SIGINT, then killed if they do not stop within 15 s), whatever happened.
     """
@@ -466,7 +466,10 @@ def serving(env: dict[str, str], count: int, command: str = "serve") -> Iterator
     ports = [free_port() for _ in range(count)]
     servers = [
         subprocess.Popen(
-            [skybook, command, "--port", str(p)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [skybook, command, "--port", str(p)],
+            env=env,
+            stdout=(logs / f"{command}-{p}.log").open("wb") if logs else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if logs else subprocess.DEVNULL,
         )
         for p in ports
     ]

@@ -41,14 +41,16 @@ async def cache_prefix() -> AsyncIterator[str]:
     await _drop_keys(prefix)
 
 
-async def _eventually(probe: Callable[[], Awaitable[T | None]], what: str, seconds: float = 30) -> T:
-    """Poll ``probe`` until it returns something (bounded: fails after ``seconds``)."""
+async def _eventually(
+    probe: Callable[[], Awaitable[T | None]], what: str, processes: Processes, seconds: float = 30
+) -> T:
+    """Poll ``probe`` until it returns something (bounded: fails after ``seconds``, with the logs)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if (found := await probe()) is not None:
             return found
         await asyncio.sleep(0.1)
-    pytest.fail(f"{what}: not within {seconds} s")
+    pytest.fail(f"{what}: not within {seconds} s\n{processes.output()}")
 
 
 async def _login(api: httpx.AsyncClient, email: str) -> dict[str, str]:
@@ -70,7 +72,7 @@ async def test_a_booking_through_the_api_process_is_ticketed_mailed_announced_an
     }
     processes.start("relay")
     # No worker yet: whatever follows the payment can only come from the worker started below.
-    with serving(processes.env(ticketing_wait_seconds="0.5", **shared), 1, command="api") as (port,):
+    with serving(processes.env(ticketing_wait_seconds="0.5", **shared), 1, "api", processes.logs) as (port,):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
             endpoint = await api.post(
                 "/v1/webhook-endpoints",
@@ -122,19 +124,19 @@ async def test_a_booking_through_the_api_process_is_ticketed_mailed_announced_an
                 r = (await api.get(f"/v1/orders/{order_id}")).json()
                 return r if r["status"] == "ticketed" else None
 
-            tickets = [t["number"] for t in (await _eventually(ticketed, "tickets issued"))["tickets"]]
+            tickets = [t["number"] for t in (await _eventually(ticketed, "tickets issued", processes))["tickets"]]
             assert len(tickets) == 1
 
             async def mail() -> list[Path] | None:
                 return sorted((tmp_path / "mail").glob(f"{locator}-*.eml")) or None
 
-            (eml,) = await _eventually(mail, "confirmation e-mail written")
+            (eml,) = await _eventually(mail, "confirmation e-mail written", processes)
             assert tickets[0] in eml.read_text() and "anna@example.com" in eml.read_text()
 
             async def announced() -> list[Any] | None:
                 return receiver.received or None
 
-            (delivery,) = await _eventually(announced, "webhook received")
+            (delivery,) = await _eventually(announced, "webhook received", processes)
             assert verify_signature(
                 delivery.body, delivery.headers["skybook-signature"], endpoint.json()["secret"], now=time.time()
             )
@@ -148,7 +150,7 @@ async def test_a_booking_through_the_api_process_is_ticketed_mailed_announced_an
                 seg = await offer_of(flight_id, booking_class)
                 return seg if seg["seats_left"] < seats else None
 
-            assert (await _eventually(uncached, "search shows the sold seat"))["seats_left"] == seats - 1
+            assert (await _eventually(uncached, "search shows the sold seat", processes))["seats_left"] == seats - 1
     await asyncio.sleep(1)  # a second delivery or e-mail, if any, would show up now
     assert len(receiver.received) == 1
     assert len(sorted((tmp_path / "mail").glob(f"{locator}-*.eml"))) == 1
