@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from skybook.bootstrap import Container
+from skybook.platform.clock import FakeClock
 from skybook.platform.dispatcher import Consumer
 from skybook.platform.events import Event
 from skybook.platform.messaging import PublishFailed, decode, encode
@@ -129,6 +132,49 @@ def test_the_wire_envelope_round_trips() -> None:
         decode(b'{"type": "x"}')
 
 
+def test_a_time_without_offset_on_the_wire_is_read_as_utc() -> None:
+    event = Event(type="order.confirmed", aggregate_id="o1", data={})
+    naive = encode(event).replace(b"+00:00", b"")
+    assert b"+00:00" not in naive
+    assert decode(naive).occurred_at == event.occurred_at  # an aware datetime, comparable with the clock
+
+
+async def test_each_first_handling_records_its_propagation_once(container: Container, clock: FakeClock) -> None:
+    def observed(consumer: str) -> tuple[float, float]:
+        return (
+            _sample("skybook_event_propagation_seconds_count", consumer=consumer),
+            _sample("skybook_event_propagation_seconds_sum", consumer=consumer),
+        )
+
+    async def handle(event: Event, uow: UnitOfWork) -> None:
+        if event.data.get("poison"):
+            raise RuntimeError("bad")
+
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    handling = Handling(Consumer(name, frozenset({"x.y"}), handle), container.consumer_uow, container.clock)
+    occurred = clock.now()
+    batch = [Event(type="x.y", aggregate_id="a", occurred_at=occurred, data={"n": n}) for n in range(3)]
+    clock.advance(timedelta(milliseconds=250))
+
+    assert await handling.batch(batch) == [None, None, None]
+    assert observed(name) == (3, pytest.approx(0.75))
+    clock.advance(timedelta(seconds=5))
+
+    def new() -> Event:
+        return Event(type="x.y", aggregate_id="a", occurred_at=occurred, data={})
+
+    # Redeliveries have no second effect and are no second propagation: only the new one counts.
+    assert await handling.batch([batch[0], batch[1], new()]) == [None, None, None]
+    assert observed(name) == (4, pytest.approx(0.75 + 5.25))
+    # Nor on the one-by-one path after a failed batch; and a failed event has none.
+    poison = Event(type="x.y", aggregate_id="a", occurred_at=occurred, data={"poison": True})
+    errors = await handling.batch([batch[2], poison])
+    assert [e is None for e in errors] == [True, False]
+    assert observed(name) == (4, pytest.approx(6.0))
+    assert await handling.attempt(new()) is None  # one alone counts as well
+    assert observed(name) == (5, pytest.approx(6.0 + 5.25))
+
+
 async def test_the_embedded_dispatcher_delivers_a_batch_around_a_poison_event(container: Container) -> None:
     effects: list[int] = []
 
@@ -155,6 +201,38 @@ async def test_the_embedded_dispatcher_delivers_a_batch_around_a_poison_event(co
     assert effects == []
     async with container.engine.connect() as conn:
         assert await conn.scalar(sa.select(outbox.c.attempts).where(outbox.c.position == rows[2].position)) == 2
+
+
+async def test_the_embedded_dispatcher_records_each_first_handling_once(container: Container, clock: FakeClock) -> None:
+    async def handle(event: Event, uow: UnitOfWork) -> None:
+        if event.data.get("poison"):
+            raise RuntimeError("bad")
+
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    container.dispatcher.consumers = [Consumer(name, frozenset({"x.y"}), handle)]
+    count, total = "skybook_event_propagation_seconds_count", "skybook_event_propagation_seconds_sum"
+    await emit(container, *[Event(type="x.y", aggregate_id="a", occurred_at=clock.now(), data={}) for _ in range(2)])
+    clock.advance(timedelta(milliseconds=100))
+
+    await container.dispatcher.drain()
+    assert (_sample(count, consumer=name), _sample(total, consumer=name)) == (2, pytest.approx(0.2))
+
+    async def lose_the_marks() -> None:  # as a crash after the effects and before the marks would
+        async with container.engine.begin() as conn:
+            await conn.execute(sa.update(outbox).values(dispatched_at=None))
+
+    # Both delivered again: redeliveries, in one transaction, then one by one beside a poison event
+    # that fails the batch (and itself). None of them counts.
+    await lose_the_marks()
+    await container.dispatcher.drain()
+    await lose_the_marks()
+    await emit(container, Event(type="x.y", aggregate_id="a", occurred_at=clock.now(), data={"poison": True}))
+    await container.dispatcher.drain()
+    assert (_sample(count, consumer=name), _sample(total, consumer=name)) == (2, pytest.approx(0.2))
+    await emit(container, Event(type="x.y", aggregate_id="a", occurred_at=clock.now(), data={}))
+    clock.advance(timedelta(milliseconds=300))
+    await container.dispatcher.drain()
+    assert (_sample(count, consumer=name), _sample(total, consumer=name)) == (3, pytest.approx(0.5))
 
 
 async def test_a_batch_consumer_gets_only_new_events_in_order_and_a_poison_batch_falls_back_to_one_by_one(

@@ -13,10 +13,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 import sqlalchemy as sa
 import structlog
+from prometheus_client import Histogram
 
 from skybook.platform.clock import Clock
 from skybook.platform.dberrors import retry_can_help
@@ -29,6 +31,21 @@ log = logging.getLogger("skybook.dispatcher")
 
 Handler = Callable[[Event, UnitOfWork], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Event], UnitOfWork], Awaitable[None]]
+
+EVENT_PROPAGATION = Histogram(
+    "skybook_event_propagation_seconds",
+    "Time from an event's occurred_at to the commit of a consumer's effect on it, first handling only "
+    "(embedded dispatcher and workers; across hosts it includes their clock difference).",
+    ["consumer"],
+    buckets=(0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+
+def observe_propagation(consumer: str, events: Sequence[Event], now: datetime) -> None:
+    """Record how long ``events``, just handled for the first time and committed, took to get here."""
+    histogram = EVENT_PROPAGATION.labels(consumer)
+    for event in events:
+        histogram.observe(max(0.0, (now - event.occurred_at).total_seconds()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +64,11 @@ class Consumer:
     alone (the one-by-one fallback that isolates a failing event, ``dlq replay``)."""
 
 
-async def handle_claimed(consumer: Consumer, events: Sequence[Event], uow: UnitOfWork) -> int:
+async def handle_claimed(consumer: Consumer, events: Sequence[Event], uow: UnitOfWork) -> list[Event]:
     """Claim ``events`` in the inbox and run the consumer on the new ones, in ``uow``'s transaction.
 
     One statement claims the whole batch; an event already in the inbox (a redelivery), or met
-    twice in the batch, is not handled again. Returns how many events were handled. The caller
+    twice in the batch, is not handled again. Returns the events that were handled. The caller
     commits, or rolls back everything when this raises (then it retries the events one by one).
     Shared by the embedded dispatcher and the workers, so both keep the same rules.
     """
@@ -62,16 +79,16 @@ async def handle_claimed(consumer: Consumer, events: Sequence[Event], uow: UnitO
             claimed.discard(event.id)
             fresh.append(event)
     if not fresh:
-        return 0
+        return fresh
     if consumer.handle_many is not None:
         with structlog.contextvars.bound_contextvars(consumer=consumer.name, events=len(fresh)):
             await consumer.handle_many(fresh, uow)
-        return len(fresh)
+        return fresh
     for event in fresh:
         # Log records of the consumer (and the events it raises) carry the event's ids.
         with handling_event(event, consumer.name):
             await consumer.handle(event, uow)
-    return len(fresh)
+    return fresh
 
 
 class InProcessDispatcher:
@@ -144,15 +161,19 @@ class InProcessDispatcher:
 
     async def _handle_together(self, consumer: Consumer, events: list[Event]) -> None:
         async with self._uow() as uow:
-            await handle_claimed(consumer, events, uow)
+            fresh = await handle_claimed(consumer, events, uow)
             await uow.commit()
+        observe_propagation(consumer.name, fresh, self._clock.now())
 
     async def _handle_one(self, consumer: Consumer, event: Event) -> None:
         with handling_event(event, consumer.name):
             async with self._uow() as uow:
-                if event.id in await claim_inbox_many(uow, consumer=consumer.name, events=[event]):
+                fresh = event.id in await claim_inbox_many(uow, consumer=consumer.name, events=[event])
+                if fresh:
                     await consumer.handle(event, uow)
                 await uow.commit()
+        if fresh:
+            observe_propagation(consumer.name, [event], self._clock.now())
 
     async def drain(self) -> int:
         """Deliver one batch of pending events; returns how many were taken."""

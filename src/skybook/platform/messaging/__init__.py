@@ -13,7 +13,7 @@ import importlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -99,12 +99,17 @@ def decode_many(body: bytes | str) -> list[Event]:
         raise ValueError(f"not an event envelope: {exc}") from exc
 
 
+def _utc(at: datetime) -> datetime:
+    """An aware time: ``encode`` writes the offset, and a time without one is read as UTC."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
 def _event(env: dict[str, Any]) -> Event:
     return Event(
         id=uuid.UUID(env["id"]),
         type=str(env["type"]),
         version=int(env["version"]),
-        occurred_at=datetime.fromisoformat(env["occurred_at"]),
+        occurred_at=_utc(datetime.fromisoformat(env["occurred_at"])),
         tenant_id=env.get("tenant_id"),
         aggregate_id=str(env["aggregate_id"]),
         correlation_id=env.get("correlation_id"),

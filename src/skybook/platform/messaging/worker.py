@@ -34,7 +34,7 @@ import sqlalchemy as sa
 
 from skybook.platform.clock import Clock
 from skybook.platform.dberrors import retry_can_help
-from skybook.platform.dispatcher import Consumer, handle_claimed
+from skybook.platform.dispatcher import Consumer, handle_claimed, observe_propagation
 from skybook.platform.events import Event
 from skybook.platform.logs import handling_event
 from skybook.platform.messaging import ATTEMPTS_HEADER, BUSY_RETRIES_HEADER, Names, decode, decode_many
@@ -102,6 +102,8 @@ class Handling:
                 with handling_event(event, self.consumer.name):
                     await self.consumer.handle(event, uow)
             await uow.commit()
+        if fresh:
+            observe_propagation(self.consumer.name, [event], self._clock.now())
         return fresh
 
     async def together(self, events: Sequence[Event]) -> None:
@@ -110,7 +112,8 @@ class Handling:
         async with self._uow() as uow:
             fresh = await handle_claimed(self.consumer, events, uow)
             await uow.commit()
-        self._count(fresh, len(events) - fresh)
+        observe_propagation(self.consumer.name, fresh, self._clock.now())
+        self._count(len(fresh), len(events) - len(fresh))
         WORKER_BATCH.labels(self.consumer.name).observe(time.perf_counter() - started)
 
     async def batch(self, events: Sequence[Event]) -> list[BaseException | None]:
