@@ -145,13 +145,18 @@ cluster_settings() {
     # The demo accounts (used by the scorecard to provision its tenants) exist only in development.
     export SKYBOOK_ENVIRONMENT="${SKYBOOK_ENVIRONMENT:-development}"
     mkdir -p "$SKYBOOK_DATA_DIR"
-    if [[ -s "$CLUSTER_DIR/kafka.address" ]]; then
-        export SKYBOOK_KAFKA_BOOTSTRAP_SERVERS; SKYBOOK_KAFKA_BOOTSTRAP_SERVERS="$(cat "$CLUSTER_DIR/kafka.address")"
-        # librdkafka's mock cluster holds every fetch for the whole fetch.wait.max.ms, where a real
-        # broker answers as soon as a record is there; with the default 100 ms each stream hop
-        # would look 100 ms slower than it is. A real deployment keeps the default.
-        export SKYBOOK_KAFKA_FETCH_WAIT_MAX_MS="${SKYBOOK_KAFKA_FETCH_WAIT_MAX_MS:-5}"
-    fi
+    kafka_settings
+}
+
+# The Kafka settings, once the mock has written its address: `start` calls this again after
+# starting the mock (the address of a stopped cluster is gone), `revive` through cluster_settings.
+kafka_settings() {
+    [[ -s "$CLUSTER_DIR/kafka.address" ]] || return 0
+    export SKYBOOK_KAFKA_BOOTSTRAP_SERVERS; SKYBOOK_KAFKA_BOOTSTRAP_SERVERS="$(cat "$CLUSTER_DIR/kafka.address")"
+    # librdkafka's mock cluster holds every fetch for the whole fetch.wait.max.ms, where a real
+    # broker answers as soon as a record is there; with the default 100 ms each stream hop
+    # would look 100 ms slower than it is. A real deployment keeps the default.
+    export SKYBOOK_KAFKA_FETCH_WAIT_MAX_MS="${SKYBOOK_KAFKA_FETCH_WAIT_MAX_MS:-5}"
 }
 
 start_relay() { SKYBOOK_BACKBONE_METRICS_PORT="$METRICS_PORT_BASE" start_proc relay "$PYTHON" -m skybook.cli relay; }
@@ -187,8 +192,8 @@ cmd_start() {
         ((SECONDS < deadline)) || die "the Kafka mock did not start (see $LOGS/kafka.log)"
         sleep 0.2
     done
-    export SKYBOOK_KAFKA_BOOTSTRAP_SERVERS; SKYBOOK_KAFKA_BOOTSTRAP_SERVERS="$(cat "$CLUSTER_DIR/kafka.address")"
-    log "Kafka mock at $SKYBOOK_KAFKA_BOOTSTRAP_SERVERS"
+    kafka_settings
+    log "Kafka mock at $SKYBOOK_KAFKA_BOOTSTRAP_SERVERS (workers' fetch wait $SKYBOOK_KAFKA_FETCH_WAIT_MAX_MS ms)"
 
     prepare_database
 
@@ -219,6 +224,7 @@ cmd_start() {
         echo "SKYBOOK_REDIS_URL=$SKYBOOK_REDIS_URL"
         echo "SKYBOOK_RABBITMQ_URL=$SKYBOOK_RABBITMQ_URL"
         echo "SKYBOOK_KAFKA_BOOTSTRAP_SERVERS=$SKYBOOK_KAFKA_BOOTSTRAP_SERVERS"
+        echo "SKYBOOK_KAFKA_FETCH_WAIT_MAX_MS=$SKYBOOK_KAFKA_FETCH_WAIT_MAX_MS"
         echo "SKYBOOK_DATA_DIR=$SKYBOOK_DATA_DIR"
         echo "SKYBOOK_BROKER_PREFIX=$SKYBOOK_BROKER_PREFIX"
         echo "SKYBOOK_BACKBONE=$backbone"
