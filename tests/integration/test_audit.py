@@ -150,6 +150,27 @@ async def test_each_corruption_fails_its_own_check(network: Network, container: 
         assert await conn.scalar(sa.select(orders.c.status).where(orders.c.id == ticketed)) == "ticketed"
 
 
+async def test_an_inbox_longer_than_a_statement_may_carry_parameters_is_audited(container: Container) -> None:
+    # 33,000 delivered events, each handled once: before, the check asked for the ids it had seen
+    # in one IN (...) and failed with "the number of query arguments cannot exceed 32767".
+    now, n = container.clock.now(), 33_000
+    ids = [uuid.uuid4() for _ in range(n)]
+    event = {"type": "audit.bulk", "version": 1, "context": "audit", "aggregate_id": "a", "data": {}}
+    async with container.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(outbox), [{**event, "event_id": e, "occurred_at": now, "dispatched_at": now} for e in ids]
+        )
+        await conn.execute(sa.insert(inbox), [{"consumer": "bulk", "event_id": e, "handled_at": now} for e in ids])
+        # One stray: an inbox entry whose event is not in the outbox.
+        stray = uuid.uuid4()
+        await conn.execute(sa.insert(inbox).values(consumer="bulk", event_id=stray, handled_at=now))
+
+    failing = await _failing(container)
+    assert failing == {
+        "consumer_effects_once": [{"consumer": "bulk", "event_id": str(stray), "event_type": None, "handled": 1}]
+    }
+
+
 # The command's own logic is the checks above (run on both backends); once is enough for the CLI.
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 async def test_the_audit_command_prints_the_checks_and_exits_non_zero_on_a_failure(
