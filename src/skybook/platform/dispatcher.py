@@ -4,6 +4,9 @@ It reads the outbox in commit order after every commit (and on a timer as a fall
 each event to its consumers, and marks it dispatched. Each consumer claims the event in the
 ``inbox`` table in the same transaction as its own effect, so a crash between the effect and
 the mark-dispatched causes a redelivery without a second effect.
+
+The handling itself (``handle_together``, ``handle_alone``: inbox claim, consumer, commit,
+``skybook_event_propagation_seconds``) is shared with the workers of ``skybook worker``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ EVENT_PROPAGATION = Histogram(
 )
 
 
-def observe_propagation(consumer: str, events: Sequence[Event], now: datetime) -> None:
+def _observe_propagation(consumer: str, events: Sequence[Event], now: datetime) -> None:
     """Record how long ``events``, just handled for the first time and committed, took to get here."""
     histogram = EVENT_PROPAGATION.labels(consumer)
     for event in events:
@@ -70,7 +73,6 @@ async def handle_claimed(consumer: Consumer, events: Sequence[Event], uow: UnitO
     One statement claims the whole batch; an event already in the inbox (a redelivery), or met
     twice in the batch, is not handled again. Returns the events that were handled. The caller
     commits, or rolls back everything when this raises (then it retries the events one by one).
-    Shared by the embedded dispatcher and the workers, so both keep the same rules.
     """
     claimed = await claim_inbox_many(uow, consumer=consumer.name, events=events)
     fresh: list[Event] = []
@@ -88,6 +90,36 @@ async def handle_claimed(consumer: Consumer, events: Sequence[Event], uow: UnitO
         # Log records of the consumer (and the events it raises) carry the event's ids.
         with handling_event(event, consumer.name):
             await consumer.handle(event, uow)
+    return fresh
+
+
+async def handle_together(
+    consumer: Consumer, events: Sequence[Event], uow: Callable[[], UnitOfWork], clock: Clock
+) -> list[Event]:
+    """``handle_claimed`` in a transaction of its own, committed; returns the events handled.
+
+    Raises (everything rolled back) when the consumer fails on any of them. This and
+    ``handle_alone`` are how the embedded dispatcher and the workers handle events, so both keep
+    the same rules (inbox, propagation metric).
+    """
+    async with uow() as tx:
+        fresh = await handle_claimed(consumer, events, tx)
+        await tx.commit()
+    _observe_propagation(consumer.name, fresh, clock.now())
+    return fresh
+
+
+async def handle_alone(consumer: Consumer, event: Event, uow: Callable[[], UnitOfWork], clock: Clock) -> bool:
+    """One event in a transaction of its own (the fallback that isolates a failing event); False
+    when it was a redelivery. Raises when the consumer fails."""
+    async with uow() as tx:
+        fresh = event.id in await claim_inbox_many(tx, consumer=consumer.name, events=[event])
+        if fresh:
+            with handling_event(event, consumer.name):
+                await consumer.handle(event, tx)
+        await tx.commit()
+    if fresh:
+        _observe_propagation(consumer.name, [event], clock.now())
     return fresh
 
 
@@ -159,22 +191,6 @@ class InProcessDispatcher:
         self._stopping = True
         self._wake.set()
 
-    async def _handle_together(self, consumer: Consumer, events: list[Event]) -> None:
-        async with self._uow() as uow:
-            fresh = await handle_claimed(consumer, events, uow)
-            await uow.commit()
-        observe_propagation(consumer.name, fresh, self._clock.now())
-
-    async def _handle_one(self, consumer: Consumer, event: Event) -> None:
-        with handling_event(event, consumer.name):
-            async with self._uow() as uow:
-                fresh = event.id in await claim_inbox_many(uow, consumer=consumer.name, events=[event])
-                if fresh:
-                    await consumer.handle(event, uow)
-                await uow.commit()
-        if fresh:
-            observe_propagation(consumer.name, [event], self._clock.now())
-
     async def drain(self) -> int:
         """Deliver one batch of pending events; returns how many were taken."""
         o = outbox.c
@@ -199,13 +215,13 @@ class InProcessDispatcher:
             if not mine:
                 continue
             try:
-                await self._handle_together(consumer, [e for _, e in mine])
+                await handle_together(consumer, [e for _, e in mine], self._uow, self._clock)
             except Exception:
                 # One bad event must not hold back the others: retry them one by one, each in its
                 # own transaction, and record the failures against their own rows.
                 for pos, event in mine:
                     try:
-                        await self._handle_one(consumer, event)
+                        await handle_alone(consumer, event, self._uow, self._clock)
                     except Exception as exc:
                         log.exception("consumer %s failed on event %s", consumer.name, event.id)
                         errors[pos] = f"{consumer.name}: {type(exc).__name__}: {exc}"[:2000]

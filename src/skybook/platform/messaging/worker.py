@@ -34,12 +34,11 @@ import sqlalchemy as sa
 
 from skybook.platform.clock import Clock
 from skybook.platform.dberrors import retry_can_help
-from skybook.platform.dispatcher import Consumer, handle_claimed, observe_propagation
+from skybook.platform.dispatcher import Consumer, handle_alone, handle_together
 from skybook.platform.events import Event
-from skybook.platform.logs import handling_event
 from skybook.platform.messaging import ATTEMPTS_HEADER, BUSY_RETRIES_HEADER, Names, decode, decode_many
 from skybook.platform.messaging.metrics import WORKER_BATCH, WORKER_HANDLED
-from skybook.platform.outbox import claim_inbox_many, dead_letters
+from skybook.platform.outbox import dead_letters
 from skybook.platform.uow import UnitOfWork
 
 log = logging.getLogger("skybook.worker")
@@ -95,24 +94,12 @@ class Handling:
 
     async def one(self, event: Event) -> bool:
         """Handle one event in its own transaction; False when it was a redelivery."""
-        async with self._uow() as uow:
-            # The batch claim with a batch of one: by asyncpg in the workers' units of work.
-            fresh = event.id in await claim_inbox_many(uow, consumer=self.consumer.name, events=[event])
-            if fresh:
-                with handling_event(event, self.consumer.name):
-                    await self.consumer.handle(event, uow)
-            await uow.commit()
-        if fresh:
-            observe_propagation(self.consumer.name, [event], self._clock.now())
-        return fresh
+        return await handle_alone(self.consumer, event, self._uow, self._clock)
 
     async def together(self, events: Sequence[Event]) -> None:
         """Handle events in one transaction (all or none)."""
         started = time.perf_counter()
-        async with self._uow() as uow:
-            fresh = await handle_claimed(self.consumer, events, uow)
-            await uow.commit()
-        observe_propagation(self.consumer.name, fresh, self._clock.now())
+        fresh = await handle_together(self.consumer, events, self._uow, self._clock)
         self._count(len(fresh), len(events) - len(fresh))
         WORKER_BATCH.labels(self.consumer.name).observe(time.perf_counter() - started)
 
