@@ -34,7 +34,7 @@ from skybook.platform.migrate import upgrade
 from skybook.schema import metadata
 from skybook.settings import Settings
 from tests.invariants import check_seat_invariants
-from tests.webhook_receiver import Receiver, listening
+from tests.loopback import Receiver, listening
 
 PG_ADMIN_URL = os.environ.get("SKYBOOK_TEST_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/root")
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -25,7 +25,7 @@ from skybook.seed.demo import DEMO_PASSWORD
 from tests.backbone.conftest import Processes
 from tests.conftest import CARD_OK, adult, serving
 from tests.integration.conftest import REDIS_URL, RUN_PREFIX, _drop_keys, _redis_store
-from tests.webhook_receiver import Receiver
+from tests.loopback import Receiver
 
 pytestmark = pytest.mark.postgres
 

@@ -21,6 +21,7 @@ from skybook.notifications import EmlWriter, SmtpSender, SmtpServer
 from skybook.payments import SandboxPaymentProvider
 from skybook.platform.clock import FakeClock
 from tests.conftest import CARD_OK, Network, adult
+from tests.loopback import on_loopback
 
 USER, PASSWORD = "skybook", "smtp-test-password"  # pragma: allowlist secret
 
@@ -80,9 +81,7 @@ class Receiver:
 @pytest.fixture
 async def smtp() -> AsyncIterator[Receiver]:
     receiver = Receiver()
-    server = await asyncio.start_server(receiver.session, "127.0.0.1", 0)
-    receiver.port = server.sockets[0].getsockname()[1]
-    async with server:
+    async with on_loopback(receiver.session) as receiver.port:
         yield receiver
 
 

@@ -33,7 +33,7 @@ from skybook.notifications.webhooks.tables import webhook_deliveries, webhook_en
 from skybook.platform.clock import FakeClock
 from skybook.platform.outbox import outbox
 from tests.conftest import CARD_OK, Identities, Network, Party, adult
-from tests.webhook_receiver import Received, Receiver
+from tests.loopback import Received, Receiver, on_loopback
 
 Clients = Callable[[Party | None], httpx.AsyncClient]
 
@@ -542,11 +542,8 @@ async def tls_receiver(tmp_path: Path) -> AsyncIterator[tuple[Receiver, ssl.SSLC
         r.server_names.append(name)
 
     server_ctx.sni_callback = seen
-    server = await asyncio.start_server(r.handle, "127.0.0.1", 0, ssl=server_ctx)
-    r.port = server.sockets[0].getsockname()[1]
-    async with server:
+    async with on_loopback(r.handle, ssl=server_ctx) as r.port:
         yield r, client_ctx, other_ctx
-        server.close()
 
 
 async def test_https_to_the_checked_address_sends_the_name_in_sni_and_host_and_verifies_it(

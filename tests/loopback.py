@@ -1,11 +1,13 @@
-"""A tenant's webhook receiver for tests: a tiny HTTP/1.1 server on 127.0.0.1 recording what it gets."""
+"""Servers of the tests on 127.0.0.1: any asyncio handler on a free port, and a tenant's webhook receiver
+that records what it gets."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any
 
 import orjson
@@ -57,11 +59,19 @@ class Receiver:
 
 
 @contextlib.asynccontextmanager
+async def on_loopback(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], ssl: SSLContext | None = None
+) -> AsyncIterator[int]:
+    """An asyncio server running ``handle`` per connection on a free 127.0.0.1 port (yielded) until
+    the block ends: the test's side of a webhook endpoint, an SMTP server, ..."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ssl)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+@contextlib.asynccontextmanager
 async def listening() -> AsyncIterator[Receiver]:
     """A plain-HTTP receiver listening on a free loopback port until the block ends."""
     r = Receiver()
-    server = await asyncio.start_server(r.handle, "127.0.0.1", 0)
-    r.port = server.sockets[0].getsockname()[1]
-    async with server:
+    async with on_loopback(r.handle) as r.port:
         yield r
-        server.close()
