@@ -464,15 +464,18 @@ def serving(env: dict[str, str], count: int, command: str = "serve", logs: Path 
     """
     skybook = str(Path(sys.executable).with_name("skybook"))
     ports = [free_port() for _ in range(count)]
-    servers = [
-        subprocess.Popen(
-            [skybook, command, "--port", str(p)],
-            env=env,
-            stdout=(logs / f"{command}-{p}.log").open("wb") if logs else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if logs else subprocess.DEVNULL,
-        )
-        for p in ports
-    ]
+    servers = []
+    for p in ports:
+        # The server writes to its own copy of the log file; this process keeps no handle open.
+        with (logs / f"{command}-{p}.log").open("wb") if logs else contextlib.nullcontext(None) as log:
+            servers.append(
+                subprocess.Popen(
+                    [skybook, command, "--port", str(p)],
+                    env=env,
+                    stdout=log or subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+                )
+            )
     try:
         with httpx.Client(timeout=10) as client:
             for port, proc in zip(ports, servers, strict=True):

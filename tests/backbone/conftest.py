@@ -135,14 +135,15 @@ class Processes:
 
     def start(self, command: str, **settings: Any) -> subprocess.Popen[bytes]:
         env = self.env(**settings)
-        log = self.logs / f"{command}-{len(self.running)}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "skybook.cli", *command.split()],
-            env=env,
-            cwd=self.logs,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
+        # The process writes to its own copy of the log file; this one keeps no handle open.
+        with (self.logs / f"{command}-{len(self.running)}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "skybook.cli", *command.split()],
+                env=env,
+                cwd=self.logs,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.running.append(proc)
         return proc
 
